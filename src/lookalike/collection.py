@@ -179,7 +179,6 @@ class Collection:
         with self._write_lock():
             if kind:
                 plan_index(kind, 0, self.dim, self.metric, options)  # reject bad kinds before any work
-                self.catalog.set_meta({"index_kind": kind, "index_options": json.dumps(options or {})})
             ingester = Ingester(
                 self.catalog,
                 self.embedder,
@@ -190,22 +189,27 @@ class Collection:
                 on_skip=on_skip,
             )
             report = ingester.run(root)
-            self._sync_index(force_rebuild=bool(kind))
+            if kind:
+                settings = {"index_kind": kind, "index_options": json.dumps(options or {})}
+                self._rebuild(self._planned(kind, None, options or {}), settings)
+            else:
+                self._sync_index()
         return report
 
     def reindex(self, kind: str | None = None, metric: str | None = None, options: dict | None = None) -> IndexPlan:
-        """Rebuild the Faiss index from the stored embeddings (no CNN), optionally as another kind."""
+        """Rebuild the Faiss index from the stored embeddings (no CNN), optionally as another kind.
+
+        The settings change only once the new index is built and saved.
+        """
         with self._write_lock():
-            updates = {}
-            if kind:
-                updates.update(index_kind=kind, index_options=json.dumps(options or {}))
-            if metric:
-                updates["metric"] = metric
-            self._planned(kind or self.catalog.get_meta("index_kind") or "auto", metric, options)
-            if updates:
-                self.catalog.set_meta(updates)
-            self._rebuild()
-            return self.current_plan()
+            if kind and options is None:
+                options = {}
+            plan = self._planned(kind, metric, options)
+            settings = {"index_kind": kind or self.catalog.get_meta("index_kind") or "auto", "metric": plan.metric}
+            if options is not None:
+                settings["index_options"] = json.dumps(options)
+            self._rebuild(plan, settings)
+            return plan
 
     def current_plan(self) -> IndexPlan:
         """The plan the current Faiss file was built from."""
@@ -226,9 +230,7 @@ class Collection:
             options = json.loads(self.catalog.get_meta("index_options") or "{}")
         return plan_index(kind, self.catalog.count_embeddings(), self.dim, metric or self.metric, options)
 
-    def _sync_index(self, force_rebuild: bool = False) -> VectorIndex:
-        if force_rebuild:
-            return self._rebuild()
+    def _sync_index(self) -> VectorIndex:
         state = self._recorded_state()
         if state is None:
             return self._rebuild()
@@ -261,24 +263,25 @@ class Collection:
             return False
         return planned.kind != self.current_plan().kind or count > 2 * trained_for or count < trained_for // 2
 
-    def _rebuild(self) -> VectorIndex:
-        plan = self._planned()
+    def _rebuild(self, plan: IndexPlan | None = None, settings: dict[str, str] | None = None) -> VectorIndex:
+        plan = plan or self._planned()
         index = VectorIndex.create(plan, self.dim)
         if not index.is_trained:
-            sample = self.catalog.sample_embeddings(plan.train_size or 10_000)
-            index.train(sample)
+            index.train(self.catalog.sample_embeddings(plan.train_size or 10_000))
         high_water = self.catalog.max_image_id()
         for ids, vectors in self.catalog.iter_embeddings():
             index.add(ids, vectors)
-        self._save(index, high_water, plan)
+        self._save(index, high_water, plan, settings)
         self.catalog.clear_tombstones(high_water)
         self._index = index
         return index
 
-    def _save(self, index: VectorIndex, high_water: int, plan: IndexPlan | None = None) -> None:
+    def _save(
+        self, index: VectorIndex, high_water: int, plan: IndexPlan | None = None, settings: dict[str, str] | None = None
+    ) -> None:
         checksum = index.save(self.folder / INDEX_FILE)
         state = IndexState(checksum, index.count, index.dim, high_water)
-        values = {"index_state": json.dumps(state.__dict__)}
+        values = {"index_state": json.dumps(state.__dict__), **(settings or {})}
         if plan is not None:
             values.update(index_plan=json.dumps(plan.to_dict()), index_trained_count=str(index.count))
         self.catalog.set_meta(values)

@@ -8,6 +8,7 @@ reported through the `on_error` callback and the scan goes on.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -93,8 +94,8 @@ def scan_images(
 
 
 def _stat_failure(error: OSError) -> str:
-    if error.errno == 40:  # ELOOP
+    if error.errno == errno.ELOOP:  # 40 on Linux, 62 on macOS and the BSDs
         return "symbolic link loop"
-    if error.errno == 2:  # ENOENT: a dangling link, or a file deleted during the scan
+    if error.errno == errno.ENOENT:  # a dangling link, or a file deleted during the scan
         return "file vanished or dangling link"
     return f"cannot stat: {error.strerror or error}"

@@ -20,8 +20,12 @@ from PIL import Image, ImageOps
 from .errors import ImageDecodeError
 
 # Formats we open. EPS (Ghostscript) and the rest of Pillow's plugins are never
-# tried, whatever the file claims to be.
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "MPO")
+# tried, whatever the file claims to be. MPO (multi-picture JPEG) is not listed:
+# Pillow registers no opener under that name (naming it raises KeyError for any
+# file the others reject); the JPEG plugin opens MPO files itself.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF")
+_DRAFT_FORMATS = ("JPEG", "MPO")
+_ORIENTATION = 0x0112
 _HEIF_FORMATS = ("HEIF",)
 _WHITE = (255, 255, 255)
 
@@ -68,6 +72,11 @@ def open_image(data: bytes, path: str, min_size: int | None = None) -> Image.Ima
     picks the smallest scale that keeps both sides >= `min_size`, so the model
     never sees fewer pixels than its input.
     """
+    return _open(data, path, min_size)[0]
+
+
+def _open(data: bytes, path: str, min_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """`open_image`, plus the full-resolution (width, height) after EXIF orientation."""
     if not data:
         raise ImageDecodeError(path, "empty file (0 bytes)")
     with warnings.catch_warnings():
@@ -75,11 +84,15 @@ def open_image(data: bytes, path: str, min_size: int | None = None) -> Image.Ima
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=_allowed_formats())
-            if min_size is not None and image.format == "JPEG":
+            width, height = image.size  # before draft mode shrinks it
+            if min_size is not None and image.format in _DRAFT_FORMATS:
                 image.draft("RGB", (min_size, min_size))
             image.load()
+            # The same tag exif_transpose reads (already parsed, so no second decode).
+            if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+                width, height = height, width
             image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+            return to_rgb(image), (width, height)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageDecodeError(path, f"too many pixels, refused as a decompression bomb ({error})") from None
         except Image.UnidentifiedImageError:
@@ -92,33 +105,47 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB without losing the picture.
 
     16-bit and 32-bit grey are rescaled (a plain convert clips them to white),
-    and transparency is flattened onto white.
+    and transparency (an alpha band, or a palette / colour-key `transparency`)
+    is flattened onto white.
     """
     mode = image.mode
-    if mode == "RGB":
+    keyed = "transparency" in image.info
+    if mode == "RGB" and not keyed:
         return image
     if mode.startswith("I") or mode == "F":
         return Image.fromarray(_rescale_to_uint8(np.asarray(image)), "L").convert("RGB")
-    if mode in ("P", "PA") and (mode == "PA" or "transparency" in image.info):
+    if mode in ("P", "PA") and (mode == "PA" or keyed):
         image = image.convert("RGBA")
     elif mode == "P":
         return image.convert("RGB")
+    elif mode in ("1", "L", "RGB") and keyed:
+        image = image.convert("RGBA")  # Pillow turns the colour key into alpha
     if image.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        return _flatten_onto_white(image)
     return image.convert("RGB")
 
 
+def _flatten_onto_white(image: Image.Image) -> Image.Image:
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
 def _rescale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map the values of a 16-bit, 32-bit or float grey image onto 0..255."""
+    kind, itemsize = values.dtype.kind, values.dtype.itemsize
     values = values.astype(np.float64)
-    top = float(values.max()) if values.size else 0.0
-    if top <= 1.0 and values.dtype.kind == "f" and float(values.min()) >= 0.0:
-        scaled = values * 255.0
-    elif top <= 255.0:
-        scaled = values
+    if kind == "u" and itemsize == 2:
+        # Known 16-bit depth: scale by it, so a dark picture stays dark (and black stays black).
+        scaled = values / 257.0
     else:
-        scaled = values / 257.0 if top <= 65535.0 else values * (255.0 / top)
+        top = float(values.max()) if values.size else 0.0
+        if kind == "f" and top <= 1.0 and float(values.min()) >= 0.0:
+            scaled = values * 255.0
+        elif top <= 255.0:
+            scaled = values
+        else:
+            scaled = values / 257.0 if top <= 65535.0 else values * (255.0 / top)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
@@ -133,21 +160,10 @@ def decode_file(path: str, input_size: int, data: bytes | None = None) -> Decode
     if data is None:
         data = read_file_bytes(path)
     content_hash = compute_content_hash(data)
-    image = open_image(data, path, min_size=input_size)
-    full_width, full_height = _original_size(data, image)
+    image, (full_width, full_height) = _open(data, path, input_size)
     return DecodedImage(resize_for_model(image, input_size), content_hash, full_width, full_height)
 
 
 def decode_bytes(data: bytes, name: str, input_size: int) -> DecodedImage:
     """Decode an image that arrived as bytes (an upload), as `decode_file` would a file."""
     return decode_file(name, input_size, data=data)
-
-
-def _original_size(data: bytes, decoded: Image.Image) -> tuple[int, int]:
-    """The full-resolution size, oriented, even when draft mode decoded fewer pixels."""
-    with Image.open(io.BytesIO(data), formats=_allowed_formats()) as header:
-        width, height = header.size
-        orientation = header.getexif().get(0x0112, 1)
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
-    return width, height

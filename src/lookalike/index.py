@@ -96,8 +96,8 @@ def _plan_ivf(count: int, options: dict[str, int], metric: str, kind: str, dim: 
         if dim % m:
             raise IndexSpecError(f"PQ m={m} must divide the vector dimension {dim}")
         nbits = int(options.get("nbits", 8))
-        # A PQ codebook of 2**nbits centroids needs enough points to train on.
-        nbits = max(1, min(nbits, int(math.log2(max(2, count // MIN_POINTS_PER_CENTROID)))))
+        # k-means needs at least as many points as the 2**nbits centroids of each codebook.
+        nbits = max(1, min(nbits, int(math.log2(max(2, count)))))
         params.update(m=m, nbits=nbits)
         factory = f"IVF{nlist},PQ{m}x{nbits}"
         train_size = min(count, max(nlist * 64, (1 << nbits) * 64, 10_000))
@@ -200,7 +200,13 @@ class VectorIndex:
         if not self.is_trained:
             if len(vectors) == 0:
                 raise IndexSpecError("cannot train an index on an empty collection")
-            self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+            try:
+                self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+            except RuntimeError as error:
+                raise IndexSpecError(
+                    f"Faiss could not train this index on {len(vectors)} vectors: {_faiss_reason(error)}; "
+                    "choose a smaller index or add more images"
+                ) from None
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add vectors under their catalog ids."""
@@ -334,6 +340,12 @@ def _drop_ids(distances: np.ndarray, ids: np.ndarray, exclude: np.ndarray) -> tu
     fill = np.inf if distances.dtype.kind == "f" else 0
     distances = np.take_along_axis(np.where(unwanted, fill, distances), order, axis=1)
     return distances, ids
+
+
+def _faiss_reason(error: Exception) -> str:
+    """The readable part of a Faiss C++ exception ("Error: '...' failed: <reason>")."""
+    text = str(error).strip()
+    return text.rsplit("failed: ", 1)[-1].rsplit("Error: ", 1)[-1].strip() or type(error).__name__
 
 
 def parse_factory_nlist(factory: str) -> int | None:

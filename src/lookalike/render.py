@@ -1,0 +1,130 @@
+"""Presenting search results: a text table, JSON, a contact sheet (PNG) and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .errors import ImageDecodeError
+from .images import open_image, read_file_bytes
+from .search import QueryResult
+from .storage import atomic_write_bytes
+
+THUMB = 176
+CAPTION = 34
+GAP = 8
+
+
+def printable(path: str) -> str:
+    """A path as text that can always be printed (undecodable bytes shown as escapes)."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def render_table(results: Sequence[QueryResult]) -> str:
+    """Rank, score, id and path of every hit, one block per query."""
+    lines = []
+    for result in results:
+        lines.append(f"query: {printable(result.query)}")
+        if not result.hits:
+            lines.append("  (no results)")
+        for rank, hit in enumerate(result.hits, 1):
+            lines.append(f"  {rank:>3}  {hit.score:6.3f}  {hit.id:>8}  {printable(hit.path)}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_json(results: Sequence[QueryResult]) -> str:
+    """The `lookalike search --json` contract: one object per query, in order."""
+    return json.dumps([result.to_dict() for result in results], indent=2)
+
+
+def load_thumbnail(path: str, size: int = THUMB) -> Image.Image:
+    """A thumbnail of an image file (a grey placeholder if it cannot be read any more)."""
+    try:
+        image = open_image(read_file_bytes(path), path, min_size=size)
+    except ImageDecodeError:
+        return Image.new("RGB", (size, size), (200, 200, 200))
+    image.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return image
+
+
+def write_contact_sheet(results: Sequence[QueryResult], out: str | os.PathLike, size: int = THUMB) -> None:
+    """A PNG with one row per query: the query, then its hits with rank, score and file name."""
+    columns = 1 + max((len(r.hits) for r in results), default=0)
+    cell_w, cell_h = size + GAP, size + CAPTION + GAP
+    sheet = Image.new("RGB", (GAP + columns * cell_w, GAP + len(results) * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=12)
+    for row, result in enumerate(results):
+        cells = [(result.query, "query")] + [
+            (hit.path, f"#{rank} {hit.score:.3f}") for rank, hit in enumerate(result.hits, 1)
+        ]
+        for column, (path, label) in enumerate(cells):
+            x, y = GAP + column * cell_w, GAP + row * cell_h
+            thumb = load_thumbnail(path, size)
+            sheet.paste(thumb, (x + (size - thumb.width) // 2, y + (size - thumb.height) // 2))
+            if column == 0:
+                draw.rectangle((x - 2, y - 2, x + size + 1, y + size + 1), outline=(30, 90, 200), width=2)
+            draw.text((x, y + size + 3), label, fill="black", font=font)
+            draw.text((x, y + size + 18), _fit(os.path.basename(printable(path)), 26), fill=(90, 90, 90), font=font)
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    atomic_write_bytes(Path(out), buffer.getvalue())
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _data_uri(path: str, size: int) -> str:
+    buffer = io.BytesIO()
+    load_thumbnail(path, size).save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>lookalike results</title>
+<style>
+body{{font:15px system-ui,sans-serif;margin:1.5rem;color:#222;background:#fafafa}}
+h2{{font-size:1rem;margin:1.5rem 0 .5rem;word-break:break-all}}
+.row{{display:flex;flex-wrap:wrap;gap:.75rem}}
+figure{{margin:0;width:{size}px;background:#fff;border:1px solid #ddd;border-radius:6px;padding:6px}}
+figure.query{{border:2px solid #1e5ac8}}
+img{{display:block;width:{size}px;height:{size}px;object-fit:contain;background:#eee}}
+figcaption{{font-size:12px;margin-top:4px;word-break:break-all}} .score{{font-weight:600}}
+</style></head><body><h1>lookalike results</h1>
+{body}
+</body></html>
+"""
+
+
+def render_html(results: Sequence[QueryResult], size: int = THUMB) -> str:
+    """A self-contained page (thumbnails inlined as data URIs) showing each query and its hits."""
+    blocks = []
+    for result in results:
+        figures = [_figure(result.query, "query", "query", size)]
+        for rank, hit in enumerate(result.hits, 1):
+            figures.append(_figure(hit.path, f"#{rank} · {hit.score:.3f}", "", size))
+        blocks.append(f"<h2>{html.escape(printable(result.query))}</h2><div class='row'>{''.join(figures)}</div>")
+    return _PAGE.format(size=size, body="\n".join(blocks))
+
+
+def _figure(path: str, label: str, css_class: str, size: int) -> str:
+    name = html.escape(printable(path))
+    return (
+        f"<figure class='{css_class}'><img alt='{name}' src='{_data_uri(path, size)}'>"
+        f"<figcaption><span class='score'>{html.escape(label)}</span><br>{name}</figcaption></figure>"
+    )
+
+
+def write_html(results: Sequence[QueryResult], out: str | os.PathLike) -> None:
+    """Write `render_html` atomically to `out`."""
+    atomic_write_bytes(Path(out), render_html(results).encode("utf-8"))

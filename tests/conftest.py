@@ -1,0 +1,54 @@
+"""Shared fixtures: a sample collection of real photos (scikit-image's), indexed once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every run exports the ONNX model into its own cache, as a fresh machine would.
+    if "LOOKALIKE_CACHE" not in os.environ:
+        import tempfile
+
+        os.environ["LOOKALIKE_CACHE"] = tempfile.mkdtemp(prefix="lookalike-test-cache-")
+
+
+@pytest.fixture(scope="session")
+def originals(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of the sample originals only, in nested folders and several formats."""
+    from lookalike.demo import make_sample_collection
+
+    folder = tmp_path_factory.mktemp("originals")
+    make_sample_collection(folder, transforms=())
+    return folder
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory: pytest.TempPathFactory, originals: Path) -> Path:
+    """An index folder over `originals`, built once; copy it before changing it."""
+    from lookalike import Collection
+
+    folder = tmp_path_factory.mktemp("index") / "idx"
+    with Collection.create(folder) as collection:
+        collection.add_folder(originals)
+    return folder
+
+
+@pytest.fixture
+def index_copy(built_index: Path, tmp_path: Path) -> Path:
+    """A private copy of the session index, free to change."""
+    target = tmp_path / "idx"
+    shutil.copytree(built_index, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The default model, loaded once."""
+    from lookalike import load_embedder
+
+    return load_embedder()

@@ -1,0 +1,214 @@
+"""Ingest keeps the catalog in step with a folder: bad files skipped and reported, nothing re-embedded twice."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lookalike import Collection
+from lookalike.demo import sample_photo
+
+
+def _photos(folder: Path, names: list[str]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        path = folder / f"{name}.jpg"
+        sample_photo(name).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def _bad_files(folder: Path) -> dict[str, str]:
+    """One file per way an image can fail, and a fragment of the reason each must be reported with."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    whole = folder / "whole.jpg"
+    sample_photo("coffee").save(whole, quality=90)
+    data = whole.read_bytes()
+    whole.unlink()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "notes.png").write_text("this is not a picture")
+    (folder / "eps-in-disguise.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")
+    os.symlink("loop-b.jpg", folder / "loop-a.jpg")
+    os.symlink("loop-a.jpg", folder / "loop-b.jpg")
+    os.symlink("nowhere.jpg", folder / "dangling.jpg")
+    return {
+        "empty.jpg": "empty file",
+        "truncated.jpg": "truncated",
+        "notes.png": "not an image",
+        "eps-in-disguise.jpg": "not an image",
+        "loop-a.jpg": "link loop",
+        "loop-b.jpg": "link loop",
+        "dangling.jpg": "vanished or dangling",
+    }
+
+
+def test_bad_files_are_skipped_with_reasons_and_good_ones_indexed(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    good = _photos(photos, ["chelsea", "rocket"])
+    expected = _bad_files(photos / "bad")
+    with Collection.create(tmp_path / "idx") as collection:
+        report = collection.add_folder(photos)
+        info = collection.info()
+    reasons = {Path(path).name: reason for path, reason in report.skipped}
+    assert report.embedded == len(good)
+    assert set(reasons) == set(expected)
+    for name, fragment in expected.items():
+        assert fragment in reasons[name], (name, reasons[name])
+    assert info.images == 2 and info.skipped == len(expected)
+    assert {Path(p).name for p, _ in info.skipped_files} == set(expected)
+
+
+def test_decompression_bombs_are_skipped(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("L", (12_000, 12_000)).save(photos / "bomb.png")  # 144 Mpx > Pillow's 89 Mpx guard, tiny on disk
+    _photos(photos, ["coffee"])
+    with Collection.create(tmp_path / "idx") as collection:
+        report = collection.add_folder(photos)
+    assert report.embedded == 1
+    assert [(Path(p).name, "decompression bomb" in r) for p, r in report.skipped] == [("bomb.png", True)]
+
+
+def test_a_second_run_embeds_nothing(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    _photos(photos, ["chelsea", "coffee", "rocket"])
+    with Collection.create(tmp_path / "idx") as collection:
+        first = collection.add_folder(photos)
+        second = collection.add_folder(photos)
+    assert (first.embedded, second.embedded, second.unchanged) == (3, 0, 3)
+
+
+def test_moved_and_copied_files_reuse_their_embedding(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    chelsea, coffee = _photos(photos, ["chelsea", "coffee"])
+    with Collection.create(tmp_path / "idx") as collection:
+        collection.add_folder(photos)
+        old_id = collection.catalog.image_by_path(str(chelsea)).id
+        moved = photos / "sub" / "renamed.jpg"
+        moved.parent.mkdir()
+        chelsea.rename(moved)
+        shutil.copy(coffee, photos / "coffee-copy.jpg")
+        report = collection.add_folder(photos)
+        assert (report.embedded, report.moved, report.reused, report.removed) == (0, 1, 1, 0)
+        assert collection.catalog.image_by_path(str(moved)).id == old_id
+        hits = collection.search_ids([old_id], k=1)[0].hits
+    assert hits[0].path == str(moved)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
+def test_deleted_and_changed_files_leave_the_results(tmp_path: Path, kind: str) -> None:
+    photos = tmp_path / "photos"
+    paths = _photos(photos, ["chelsea", "coffee", "rocket", "astronaut"])
+    with Collection.create(tmp_path / "idx") as collection:
+        collection.add_folder(photos, kind=kind)
+        rocket_id = collection.catalog.image_by_path(str(paths[2])).id
+        paths[2].unlink()
+        sample_photo("retina").save(paths[3], quality=90)  # astronaut.jpg now holds another picture
+        report = collection.add_folder(photos)
+        assert (report.removed, report.embedded) == (1, 1)
+        hits = collection.search_ids([collection.catalog.image_by_path(str(paths[0])).id], k=10)[0].hits
+        assert rocket_id not in {h.id for h in hits}
+        assert sorted(Path(h.path).name for h in hits) == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"]
+        assert len(collection.catalog.tombstones()) == 2
+        collection.reindex(kind)
+        assert len(collection.catalog.tombstones()) == 0
+        assert collection.index().count == 3
+
+
+def test_ctrl_c_keeps_committed_batches_and_the_next_run_resumes(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    names = ["astronaut", "chelsea", "coffee", "rocket", "retina", "camera", "moon", "coins"]
+    _photos(photos, names)
+
+    def interrupt_after_four(done: int, total: int) -> None:
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with Collection.create(tmp_path / "idx") as collection:
+        with pytest.raises(KeyboardInterrupt):
+            collection.add_folder(photos, batch_size=2, workers=1, on_progress=interrupt_after_four)
+        kept = collection.catalog.count()
+    assert kept == 4
+    with Collection.open(tmp_path / "idx") as collection:
+        report = collection.add_folder(photos, batch_size=2)
+        assert (report.unchanged, report.embedded) == (4, 4)
+        assert collection.index().count == len(names)
+
+
+def test_kill_9_during_indexing_loses_nothing_committed(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for number in range(60):
+        picture = sample_photo(["astronaut", "chelsea", "coffee", "rocket"][number % 4]).rotate(number * 6)
+        picture.save(photos / f"p{number:02}.jpg", quality=85)
+    index = tmp_path / "idx"
+    command = [
+        sys.executable,
+        "-m",
+        "lookalike.cli",
+        "index",
+        str(photos),
+        "--index",
+        str(index),
+        "--batch-size",
+        "4",
+        "--workers",
+        "1",
+        "--quiet",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _committed(index) < 8:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    kept = _committed(index)
+    assert kept >= 8
+    with Collection.open(index) as collection:
+        report = collection.add_folder(photos)
+        assert report.unchanged >= kept
+        assert report.embedded + report.unchanged == 60
+        assert collection.index().count == 60
+
+
+def _committed(index: Path) -> int:
+    import sqlite3
+
+    if not (index / "catalog.sqlite").exists():
+        return 0
+    try:
+        with sqlite3.connect(index / "catalog.sqlite", timeout=5) as connection:
+            return connection.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_a_damaged_index_file_is_detected_and_rebuilt(index_copy: Path) -> None:
+    faiss_file = index_copy / "index.faiss"
+    data = bytearray(faiss_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    faiss_file.write_bytes(bytes(data))
+    notices: list[str] = []
+    with Collection.open(index_copy, on_notice=notices.append) as collection:
+        hits = collection.search_ids([1], k=1)[0].hits
+    assert hits[0].id == 1
+    assert len(notices) == 1 and "does not match the checksum" in notices[0]
+    with Collection.open(index_copy, on_notice=notices.append) as collection:
+        collection.index()
+    assert len(notices) == 1  # the rebuilt file verifies
+
+
+def test_a_missing_index_file_is_rebuilt_from_the_catalog(index_copy: Path) -> None:
+    (index_copy / "index.faiss").unlink()
+    with Collection.open(index_copy) as collection:
+        assert collection.index().count == collection.catalog.count()
