@@ -126,6 +126,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _flatten_onto_white(image: Image.Image) -> Image.Image:
+    if image.mode == "La":
+        image = image.convert("LA")  # Pillow has no direct La -> RGBA conversion
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, _WHITE + (255,))
     return Image.alpha_composite(background, rgba).convert("RGB")

@@ -1,0 +1,439 @@
+"""Decoding image files into model-ready RGB pixels: sizes, hashes, orientation, modes, formats, failures."""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import pickle
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+from skimage import data
+
+from lookalike.errors import ImageDecodeError
+from lookalike.images import (
+    DecodedImage,
+    compute_content_hash,
+    decode_bytes,
+    decode_file,
+    open_image,
+    resize_for_model,
+    to_rgb,
+)
+
+SIZE = 224
+ORIENTATION = 0x0112
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def photo(name: str = "chelsea") -> Image.Image:
+    """One of scikit-image's bundled photos as a Pillow image."""
+    return Image.fromarray(getattr(data, name)())
+
+
+def save(image: Image.Image, path: Path, fmt: str | None = None, **params) -> Path:
+    image.save(path, fmt, **params)
+    return path
+
+
+def model_view(image: Image.Image) -> np.ndarray:
+    """What the model should see for an upright RGB image: the whole picture at SIZE x SIZE."""
+    return resize_for_model(image.convert("RGB"), SIZE).astype(np.int16)
+
+
+def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean())
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@functools.cache
+def large_jpeg(width: int, height: int, orientation: int = 1) -> bytes:
+    """A real photo blown up to a camera-sized JPEG (cached: encoding 12 Mpx takes a moment)."""
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[ORIENTATION] = orientation
+    buffer = io.BytesIO()
+    photo("coffee").resize((width, height), Image.Resampling.BILINEAR).save(buffer, "JPEG", quality=90, exif=exif)
+    return buffer.getvalue()
+
+
+# --- what decode_file returns ----------------------------------------------------------
+
+
+def test_decode_file_gives_model_pixels_and_original_size(tmp_path):
+    path = save(photo("chelsea"), tmp_path / "cat.jpg", quality=95)
+
+    decoded = decode_file(str(path), SIZE)
+
+    assert isinstance(decoded, DecodedImage)
+    assert decoded.pixels.dtype == np.uint8
+    assert decoded.pixels.shape == (SIZE, SIZE, 3)
+    assert (decoded.width, decoded.height) == (451, 300)
+    assert mean_abs(decoded.pixels, model_view(photo("chelsea"))) < 4
+
+
+def test_content_hash_is_the_hash_of_the_file_bytes(tmp_path):
+    path = save(photo("coffee"), tmp_path / "coffee.png")
+
+    assert decode_file(str(path), SIZE).content_hash == compute_content_hash(path.read_bytes())
+
+
+def test_same_bytes_share_a_hash_and_different_bytes_do_not(tmp_path):
+    original = save(photo("rocket"), tmp_path / "rocket.jpg", quality=90)
+    (tmp_path / "copies").mkdir()
+    copy = Path(shutil.copy(original, tmp_path / "copies" / "renamed.jpg"))
+    reencoded = save(photo("rocket"), tmp_path / "rocket-q80.jpg", quality=80)
+
+    hash_of = {path: decode_file(str(path), SIZE).content_hash for path in (original, copy, reencoded)}
+
+    assert hash_of[original] == hash_of[copy]
+    assert hash_of[original] != hash_of[reencoded]
+
+
+def test_decode_bytes_matches_decode_file(tmp_path):
+    path = save(photo("astronaut"), tmp_path / "astronaut.webp")
+
+    from_bytes = decode_bytes(path.read_bytes(), "upload.webp", SIZE)
+    from_file = decode_file(str(path), SIZE)
+
+    assert from_bytes.content_hash == from_file.content_hash
+    assert (from_bytes.width, from_bytes.height) == (from_file.width, from_file.height)
+    assert np.array_equal(from_bytes.pixels, from_file.pixels)
+
+
+# --- EXIF orientation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tag", "stored_as", "fmt"),
+    [
+        (6, Image.Transpose.ROTATE_90, "JPEG"),  # camera held upright: 6 says "turn 90 degrees clockwise"
+        (8, Image.Transpose.ROTATE_270, "JPEG"),  # 8 says "turn 90 degrees counter-clockwise"
+        (6, Image.Transpose.ROTATE_90, "PNG"),  # PNG carries EXIF too (eXIf chunk)
+    ],
+)
+def test_exif_orientation_is_applied(tmp_path, tag, stored_as, fmt):
+    upright = photo("chelsea")  # 451 x 300, landscape
+    stored = upright.transpose(stored_as)  # 300 x 451 on disk
+    exif = Image.Exif()
+    exif[ORIENTATION] = tag
+    path = save(stored, tmp_path / f"rotated.{fmt.lower()}", fmt, exif=exif)
+
+    decoded = decode_file(str(path), SIZE)
+
+    assert (decoded.width, decoded.height) == (451, 300)
+    upright_error = mean_abs(decoded.pixels, model_view(upright))
+    assert upright_error < 6
+    assert mean_abs(decoded.pixels, model_view(stored)) > 5 * upright_error
+
+
+def test_orientation_and_full_size_survive_draft_mode():
+    jpeg = large_jpeg(4032, 3024, orientation=6)  # a portrait photo stored landscape, as phones do
+
+    decoded = decode_bytes(jpeg, "phone.jpg", SIZE)
+
+    assert (decoded.width, decoded.height) == (3024, 4032)  # full resolution, upright
+    upright = Image.open(io.BytesIO(jpeg)).transpose(Image.Transpose.ROTATE_270)
+    assert mean_abs(decoded.pixels, model_view(upright)) < 4
+
+
+# --- pixel modes -------------------------------------------------------------------------
+
+
+def test_16_bit_grey_png_is_not_white(tmp_path):
+    camera = data.camera()
+    deep = save(Image.fromarray(camera.astype(np.uint16) * 257), tmp_path / "deep.png")
+    plain = save(Image.fromarray(camera), tmp_path / "plain.png")
+    with Image.open(deep) as check:
+        assert check.mode == "I;16"
+
+    deep_pixels = decode_file(str(deep), SIZE).pixels
+
+    assert mean_abs(deep_pixels, decode_file(str(plain), SIZE).pixels) < 2
+
+
+def test_dark_16_bit_grey_stays_dark(tmp_path):
+    camera = data.camera()
+    dark = camera.astype(np.uint16)  # the same picture using only the bottom 1/256 of the 16-bit range
+    path = save(Image.fromarray(dark), tmp_path / "dark.png")
+
+    pixels = decode_file(str(path), SIZE).pixels
+
+    assert pixels.mean() < 2  # as a viewer shows it: almost black, not stretched into a normal photo
+    assert camera.mean() > 100
+
+
+def test_palette_image_keeps_its_colours():
+    coffee = photo("coffee")
+    palette = coffee.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+
+    rgb = to_rgb(palette)
+
+    assert rgb.mode == "RGB"
+    assert mean_abs(np.asarray(rgb), np.asarray(coffee)) < 8
+    assert np.array_equal(np.asarray(rgb), np.asarray(palette.convert("RGB")))
+
+
+def test_palette_transparency_becomes_white(tmp_path):
+    quantized = photo("chelsea").quantize(colors=255)  # indices 0..254; 255 is free for "transparent"
+    indices = np.array(quantized)
+    indices[:, :200] = 255
+    image = Image.fromarray(indices, "P")
+    image.putpalette(quantized.getpalette() + [0, 0, 0])  # entry 255: black, but transparent
+    path = save(image, tmp_path / "cutout.png", transparency=255)
+
+    rgb = np.asarray(open_image(path.read_bytes(), str(path)))
+
+    assert (rgb[:, :200] == 255).all()
+    assert np.array_equal(rgb[:, 200:], np.asarray(quantized.convert("RGB"))[:, 200:])
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "RGBa", "La"])
+def test_transparent_areas_become_white(mode):
+    image = photo("astronaut").convert(mode[:-1].upper())
+    alpha = np.full((512, 512), 255, np.uint8)
+    alpha[:, :256] = 0
+    image.putalpha(Image.fromarray(alpha))
+
+    rgb = np.asarray(to_rgb(image.convert(mode)))  # RGBa and La: colour premultiplied by alpha
+
+    assert (rgb[:, :256] == 255).all()
+    opaque = np.asarray(image.convert("RGB"))[:, 256:]
+    assert np.array_equal(rgb[:, 256:], opaque)
+    assert opaque.mean() < 200  # the opaque half is the photo, not white
+
+
+def test_colour_key_transparency_becomes_white(tmp_path):
+    key = (0, 0, 0)
+    pixels = np.array(photo("rocket"))
+    pixels[:100] = key
+    path = save(Image.fromarray(pixels), tmp_path / "keyed.png", transparency=key)
+
+    rgb = np.asarray(open_image(path.read_bytes(), str(path)))
+
+    is_key = (pixels == key).all(axis=2)
+    assert is_key[:100].all()
+    assert (rgb[is_key] == 255).all()
+    assert np.array_equal(rgb[~is_key], pixels[~is_key])
+
+
+def test_cmyk_jpeg_keeps_its_colours(tmp_path):
+    coffee = photo("coffee")
+    path = save(coffee.convert("CMYK"), tmp_path / "print.jpg", quality=95)
+    with Image.open(path) as check:
+        assert check.mode == "CMYK"
+
+    pixels = decode_file(str(path), SIZE).pixels
+
+    assert mean_abs(pixels, model_view(coffee)) < 4  # inverted CMYK would be off by ~100
+
+
+def test_grey_becomes_three_equal_channels():
+    camera = data.camera()
+
+    rgb = np.asarray(to_rgb(Image.fromarray(camera)))
+
+    assert rgb.shape == (512, 512, 3)
+    for channel in range(3):
+        assert np.array_equal(rgb[..., channel], camera)
+
+
+def test_one_bit_image_becomes_black_and_white():
+    mask = data.camera() > 128
+
+    rgb = np.asarray(to_rgb(Image.fromarray(mask).convert("1")))
+
+    assert set(np.unique(rgb)) == {0, 255}
+    assert np.array_equal(rgb[..., 1] == 255, mask)
+
+
+@pytest.mark.parametrize("scale", [1 / 255, 1.0], ids=["0..1", "0..255"])
+def test_float_grey_is_rescaled(scale):
+    camera = data.camera()
+    image = Image.fromarray((camera * scale).astype(np.float32))
+    assert image.mode == "F"
+
+    rgb = np.asarray(to_rgb(image)).astype(np.int16)
+
+    assert np.abs(rgb[..., 0] - camera).max() <= 1
+
+
+# --- file formats ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "tolerance"),
+    [
+        ("photo.jpg", {"quality": 90}, 4),
+        ("photo.png", {}, 1),
+        ("photo.webp", {"quality": 90}, 4),
+        ("photo.gif", {}, 4),
+        ("photo.bmp", {}, 1),
+        ("photo.tiff", {}, 1),
+        ("PHOTO.JPG", {"quality": 90}, 4),
+        ("Photo.Png", {}, 1),
+    ],
+)
+def test_formats_decode_to_the_same_picture(tmp_path, name, params, tolerance):
+    rocket = photo("rocket")
+    path = save(rocket, tmp_path / name, **params)
+
+    decoded = decode_file(str(path), SIZE)
+
+    assert (decoded.width, decoded.height) == (640, 427)
+    assert mean_abs(decoded.pixels, model_view(rocket)) < tolerance
+    assert mean_abs(decoded.pixels, model_view(photo("coffee").resize((640, 427)))) > 20
+
+
+def test_animated_gif_uses_the_first_frame(tmp_path):
+    first = photo("chelsea").resize((300, 200))
+    second = photo("coffee").resize((300, 200))
+    path = tmp_path / "anim.gif"
+    first.save(path, save_all=True, append_images=[second], duration=100, loop=0)
+    with Image.open(path) as check:
+        assert check.n_frames == 2
+
+    pixels = decode_file(str(path), SIZE).pixels
+
+    first_error = mean_abs(pixels, model_view(first))
+    assert first_error < 10
+    assert mean_abs(pixels, model_view(second)) > 4 * first_error
+
+
+def test_multi_picture_jpeg_uses_the_first_picture(tmp_path):
+    first, second = photo("astronaut"), photo("coffee").resize((512, 512))
+    path = tmp_path / "stereo.jpg"
+    first.save(path, "MPO", save_all=True, append_images=[second], quality=90)
+
+    pixels = decode_file(str(path), SIZE).pixels
+
+    first_error = mean_abs(pixels, model_view(first))
+    assert first_error < 4
+    assert mean_abs(pixels, model_view(second)) > 5 * first_error
+
+
+# --- JPEG draft mode ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(4032, 3024), (3024, 4032)])
+def test_draft_decodes_a_large_jpeg_at_reduced_size(size):
+    image = open_image(large_jpeg(*size), "big.jpg", min_size=SIZE)
+
+    assert min(image.size) >= SIZE
+    assert image.width * image.height <= size[0] * size[1] // 16  # scaled by 1/4 or more, not decoded whole
+
+
+@pytest.mark.parametrize("size", [(4000, 300), (300, 4000), (4000, 460), (1800, 1791)])
+def test_draft_never_gives_fewer_pixels_than_the_input(size):
+    image = open_image(large_jpeg(*size), "odd.jpg", min_size=SIZE)
+
+    assert min(image.size) >= SIZE
+    assert (image.width > image.height) == (size[0] > size[1])
+
+
+def test_draft_pixels_match_a_full_decode():
+    jpeg = large_jpeg(4032, 3024)
+
+    drafted = decode_bytes(jpeg, "big.jpg", SIZE).pixels
+    full = resize_for_model(open_image(jpeg, "big.jpg"), SIZE)
+
+    assert open_image(jpeg, "big.jpg").size == (4032, 3024)
+    assert mean_abs(drafted, full) < 3
+    assert cosine(drafted, full) > 0.999
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def decode_error(path: Path | str) -> ImageDecodeError:
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_file(str(path), SIZE)
+    assert caught.value.path == str(path)
+    return caught.value
+
+
+def test_empty_file_is_refused(tmp_path):
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+
+    assert "empty" in decode_error(path).reason
+
+
+def test_truncated_jpeg_is_refused(tmp_path):
+    whole = save(photo("coffee"), tmp_path / "whole.jpg", quality=90).read_bytes()
+    path = tmp_path / "half.jpg"
+    path.write_bytes(whole[: len(whole) // 2])
+
+    assert "truncated" in decode_error(path).reason
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_text_file_named_jpg_is_refused(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("shopping list: milk, eggs\n")
+
+    assert "not an image" in decode_error(path).reason
+
+
+def test_eps_file_named_jpg_is_never_opened(tmp_path):
+    path = tmp_path / "vector.jpg"
+    path.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nshowpage\n")
+    with Image.open(path) as check:  # Pillow alone would hand it to Ghostscript
+        assert check.format == "EPS"
+
+    assert "not an image" in decode_error(path).reason
+
+
+@pytest.mark.parametrize("limit", [100_000, 50_000], ids=["warning-range", "error-range"])
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch, limit):
+    path = save(photo("chelsea"), tmp_path / "cat.jpg")  # 451 x 300 = 135,300 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the refusal must not depend on the caller's warning filters
+        error = decode_error(path)
+
+    assert "decompression bomb" in error.reason
+
+
+def test_unreadable_file_is_refused(tmp_path):
+    path = save(photo("chelsea"), tmp_path / "locked.jpg")
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("running with privileges that read any file")
+        assert "cannot read" in decode_error(path).reason
+    finally:
+        path.chmod(0o644)
+
+
+def test_folder_named_like_an_image_is_refused(tmp_path):
+    path = tmp_path / "album.jpg"
+    path.mkdir()
+
+    assert "cannot read" in decode_error(path).reason
+
+
+def test_vanished_file_is_refused(tmp_path):
+    assert "vanished" in decode_error(tmp_path / "gone.jpg").reason
+
+
+def test_decode_error_survives_pickling(tmp_path):
+    error = decode_error(tmp_path / "gone.jpg")
+
+    copy = pickle.loads(pickle.dumps(error))
+
+    assert type(copy) is ImageDecodeError
+    assert (copy.path, copy.reason) == (error.path, error.reason)
+    assert str(copy) == str(error) == f"{tmp_path / 'gone.jpg'}: {error.reason}"
