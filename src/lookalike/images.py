@@ -80,6 +80,8 @@ def _open(data: bytes, path: str, min_size: int | None) -> tuple[Image.Image, tu
     if not data:
         raise ImageDecodeError(path, "empty file (0 bytes)")
     with warnings.catch_warnings():
+        # Other decoder warnings (odd EXIF in phone photos) must not turn a readable photo into an error.
+        warnings.simplefilter("ignore")
         # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS: treat that as the error it is.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .errors import CorruptIndexError, IndexSpecError
+from .errors import CorruptIndexError, IndexSpecError, LookalikeError
 from .storage import atomic_write_with, file_checksum
 
 INDEX_FILE = "index.faiss"
@@ -116,9 +116,9 @@ def _plan_factory_string(factory: str, count: int, dim: int, metric: str) -> Ind
     try:
         probe = faiss.index_factory(dim, factory, METRICS[metric])
     except Exception as error:  # noqa: BLE001 - faiss raises RuntimeError with C++ text
-        first = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise IndexSpecError(
-            f"not an index kind ({', '.join(KINDS)}) nor a Faiss factory string Faiss accepts: {factory!r} ({first})"
+            f"not an index kind ({', '.join(KINDS)}) nor a Faiss factory string Faiss accepts: "
+            f"{factory!r} ({_faiss_reason(error)})"
         ) from None
     needs_training = not probe.is_trained
     ivf = _find_ivf(probe)
@@ -145,9 +145,21 @@ def _find_ivf(index: faiss.Index) -> faiss.IndexIVF | None:
 
 def _find_hnsw(index: faiss.Index) -> faiss.IndexHNSW | None:
     index = faiss.downcast_index(index)
-    while isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
+    while True:
+        if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
+            index = faiss.downcast_index(index.index)
+        elif isinstance(index, faiss.IndexRefine):
+            index = faiss.downcast_index(index.base_index)
+        else:
+            return index if isinstance(index, faiss.IndexHNSW) else None
+
+
+def _below_transforms(index: faiss.Index) -> faiss.Index:
+    """The index under any PreTransform layers (PCA, OPQ, ...)."""
+    index = faiss.downcast_index(index)
+    while isinstance(index, faiss.IndexPreTransform):
         index = faiss.downcast_index(index.index)
-    return index if isinstance(index, faiss.IndexHNSW) else None
+    return index
 
 
 @dataclass(frozen=True)
@@ -168,6 +180,7 @@ class VectorIndex:
         self.metric = metric
         self._ivf = _find_ivf(index)
         self._hnsw = _find_hnsw(index)
+        self._read_only = False  # set by load(mmap=True): the inverted lists are a read-only file mapping
 
     @classmethod
     def create(cls, plan: IndexPlan, dim: int) -> VectorIndex:
@@ -175,9 +188,16 @@ class VectorIndex:
         try:
             index = faiss.index_factory(dim, plan.factory, METRICS[plan.metric])
         except Exception as error:  # noqa: BLE001
-            raise IndexSpecError(f"Faiss cannot build {plan.factory!r}: {error}") from None
-        if _find_ivf(index) is None and not plan.factory.startswith("IDMap"):
+            raise IndexSpecError(f"Faiss cannot build {plan.factory!r}: {_faiss_reason(error)}") from None
+        # IVF stores caller ids itself (also under PCA/OPQ transforms); anything else, a Refine
+        # over IVF included, has no add_with_ids of its own and takes them through an IDMap.
+        if not isinstance(_below_transforms(index), (faiss.IndexIVF, faiss.IndexIDMap, faiss.IndexIDMap2)):
             index = faiss.IndexIDMap2(index)
+        ivf = _find_ivf(index)
+        if isinstance(ivf, faiss.IndexIVFPQ):
+            # The factory turns on polysemous training for 8-bit codes: seconds of training for
+            # Hamming filtering that search never uses (polysemous_ht stays 0).
+            ivf.do_polysemous_training = False
         hnsw = _find_hnsw(index)
         if hnsw is not None and "efConstruction" in plan.params:
             hnsw.hnsw.efConstruction = plan.params["efConstruction"]
@@ -210,6 +230,9 @@ class VectorIndex:
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add vectors under their catalog ids."""
+        if self._read_only:
+            # Faiss aborts the whole process when writing to read-only mmapped inverted lists.
+            raise LookalikeError("this index was loaded read-only (mmap=True); load it without mmap to add vectors")
         if len(ids):
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
 
@@ -229,7 +252,7 @@ class VectorIndex:
         ef_search: int | None = None,
         exclude: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), best first, for each query row; missing results have id -1.
+        """(scores, ids) of shape (len(queries), k), best first; missing results have id -1 and score -inf.
 
         Scores are cosine similarities for both metrics (the vectors are unit
         length, so an L2 distance d is reported as 1 - d / 2).
@@ -246,15 +269,21 @@ class VectorIndex:
         if exclude is not None:
             distances, ids = _drop_ids(distances, ids, exclude)
         distances, ids = distances[:, :k], ids[:, :k]
-        scores = 1.0 - distances / 2.0 if self.metric == "l2" else distances
-        return scores.astype(np.float32), ids
+        if ids.shape[1] < k:  # fewer vectors than k: pad, as Faiss itself does
+            missing = k - ids.shape[1]
+            ids = np.pad(ids, ((0, 0), (0, missing)), constant_values=-1)
+            distances = np.pad(distances, ((0, 0), (0, missing)))
+        scores = (1.0 - distances / 2.0 if self.metric == "l2" else distances).astype(np.float32)
+        scores[ids < 0] = -np.inf  # one value for every empty slot, whatever the metric or filtering path
+        return scores, ids
 
     def _selector_reaches_search(self) -> bool:
-        # IDMap over a PreTransform passes the selector to the wrong level; filter afterwards there.
+        # IDMap over a PreTransform passes the selector to the wrong level, and IndexRefine
+        # ignores selectors; filter afterwards there.
         outer = faiss.downcast_index(self.index)
         if isinstance(outer, (faiss.IndexIDMap, faiss.IndexIDMap2)):
-            return not isinstance(faiss.downcast_index(outer.index), faiss.IndexPreTransform)
-        return isinstance(outer, faiss.IndexIVF) or isinstance(outer, faiss.IndexPreTransform) and self._ivf is not None
+            return not isinstance(faiss.downcast_index(outer.index), (faiss.IndexPreTransform, faiss.IndexRefine))
+        return isinstance(_below_transforms(outer), faiss.IndexIVF)
 
     def _search_params(
         self, nprobe: int | None, ef_search: int | None, exclude: np.ndarray | None, keep_alive: list[object]
@@ -281,6 +310,8 @@ class VectorIndex:
         faiss.read_index is not a validator: a damaged file can load silently
         wrong or ask for absurd amounts of memory, so the checksum is verified first.
         """
+        if metric not in METRICS:
+            raise IndexSpecError(f"unknown metric {metric!r}; choose cosine or l2")
         if not path.is_file():
             raise CorruptIndexError(f"{path} is missing")
         checksum = file_checksum(path)
@@ -289,14 +320,20 @@ class VectorIndex:
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:
             index = faiss.read_index(str(path), flags)
-        except RuntimeError as error:
-            raise CorruptIndexError(f"{path} cannot be read by Faiss: {error}") from None
+        except (RuntimeError, MemoryError) as error:  # MemoryError: Faiss's std::bad_alloc
+            raise CorruptIndexError(f"{path} cannot be read by Faiss: {_faiss_reason(error)}") from None
         if index.ntotal != expected.count or index.d != expected.dim:
             raise CorruptIndexError(
                 f"{path} holds {index.ntotal} vectors of dim {index.d}; "
                 f"the catalog expected {expected.count} of dim {expected.dim}"
             )
-        return cls(index, metric)
+        if index.metric_type != METRICS[metric]:
+            # Scores would come out as cosines of the wrong formula (1 - ip/2, or raw L2 distances).
+            built_for = next(name for name, value in METRICS.items() if value == index.metric_type)
+            raise CorruptIndexError(f"{path} was built for the {built_for} metric, not {metric}")
+        loaded = cls(index, metric)
+        loaded._read_only = mmap
+        return loaded
 
 
 def _params_for(
@@ -311,6 +348,16 @@ def _params_for(
         params = faiss.SearchParametersPreTransform()
         params.index_params = inner
         keep_alive.append(inner)
+        return params
+    if isinstance(index, faiss.IndexRefine):
+        # Refine takes no selector (see _selector_reaches_search) but passes knobs to its base index.
+        # IndexRefine.search rejects parameters of any other type, so always build these.
+        params = faiss.IndexRefineSearchParameters()
+        params.k_factor = index.k_factor
+        base = _params_for(index.base_index, None, nprobe, ef_search, keep_alive)
+        if base is not None:
+            params.base_index_params = base
+            keep_alive.append(base)
         return params
     if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
         params = _params_for(index.index, None, nprobe, ef_search, keep_alive) or faiss.SearchParameters()
@@ -343,8 +390,11 @@ def _drop_ids(distances: np.ndarray, ids: np.ndarray, exclude: np.ndarray) -> tu
 
 
 def _faiss_reason(error: Exception) -> str:
-    """The readable part of a Faiss C++ exception ("Error: '...' failed: <reason>")."""
-    text = str(error).strip()
+    """The readable part of a Faiss C++ exception.
+
+    Faiss says "Error in <C++ function> at <file>:<line>: [Error: '<check>' failed: ]<reason>"; keep <reason>.
+    """
+    text = re.sub(r"^Error in .*? at \S+:\d+: ", "", str(error).strip())
     return text.rsplit("failed: ", 1)[-1].rsplit("Error: ", 1)[-1].strip() or type(error).__name__
 
 
