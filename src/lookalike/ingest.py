@@ -1,7 +1,7 @@
 """Ingest: scan a folder, decode and embed new or changed files, store them in the catalog.
 
-Decoding (the expensive part for photos) runs in worker processes while the
-main process runs the model on the previous batch; every batch is committed
+Decoding (the expensive part for photos) runs in worker threads while the
+model runs on the previous batch; every batch is committed
 to the catalog as soon as it is embedded, so an interrupted run keeps
 everything it finished and the next run resumes where it stopped. Unchanged
 files (same path, size and mtime) are not read at all; a moved or copied file
@@ -10,10 +10,11 @@ files (same path, size and mtime) are not read at all; a moved or copied file
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +26,8 @@ from .files import FileEntry, scan_images
 from .images import DecodedImage, decode_file
 
 SCAN_CHUNK = 1000
-INLINE_LIMIT = 8  # below this many files, worker processes cost more than they save
+INLINE_LIMIT = 8  # below this many files, decoding threads cost more than they save
+READ_AHEAD = 8  # decoded images waiting per worker: bounds memory whatever the folder's size
 
 
 @dataclass
@@ -149,15 +151,31 @@ class Ingester:
         self._embed_and_store(batch)
 
     def _decode_all(self, todo: list[FileEntry]) -> Iterator[tuple[FileEntry, DecodedImage | ImageDecodeError]]:
-        jobs = [(entry.path, self.input_size) for entry in todo]
+        """Decode files in order, `workers` at a time, at most `READ_AHEAD` per worker ahead of the consumer.
+
+        Threads, not processes: Pillow releases the GIL while it decodes and
+        resizes, so threads use every core (measured: as fast as a process pool
+        on 12 MP JPEGs), need no pickling, and work from any caller (a script
+        without a __main__ guard, a server thread).
+        """
         if len(todo) < INLINE_LIMIT or self.workers <= 1:
-            for entry, job in zip(todo, jobs):
-                yield entry, _decode_job(job)
+            for entry in todo:
+                yield entry, _decode_job(entry.path, self.input_size)
             return
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(self.workers, initializer=_quiet_worker) as pool:
-            for entry, outcome in zip(todo, pool.imap(_decode_job, jobs, chunksize=4)):
-                yield entry, outcome
+        window: deque[tuple[FileEntry, Future]] = deque()
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="lookalike-decode") as pool:
+            try:
+                for entry in todo:
+                    window.append((entry, pool.submit(_decode_job, entry.path, self.input_size)))
+                    if len(window) >= self.workers * READ_AHEAD:
+                        done, future = window.popleft()
+                        yield done, future.result()
+                while window:
+                    done, future = window.popleft()
+                    yield done, future.result()
+            finally:
+                for _, future in window:
+                    future.cancel()
 
     def _reuse_stored(self, entry: FileEntry, decoded: DecodedImage) -> bool:
         """Handle a file whose content is already indexed: moved, copied, or only touched."""
@@ -199,18 +217,10 @@ def _new_image(entry: FileEntry, decoded: DecodedImage, vector: np.ndarray) -> N
     return NewImage(entry.path, entry.size, entry.mtime_ns, decoded.content_hash, decoded.width, decoded.height, vector)
 
 
-def _decode_job(job: tuple[str, int]) -> DecodedImage | ImageDecodeError:
-    path, input_size = job
+def _decode_job(path: str, input_size: int) -> DecodedImage | ImageDecodeError:
     try:
         return decode_file(path, input_size)
     except ImageDecodeError as error:
         return error
     except Exception as error:  # noqa: BLE001 - one bad file must never stop the run
         return ImageDecodeError(path, f"unexpected decoder failure: {type(error).__name__}: {error}")
-
-
-def _quiet_worker() -> None:
-    # Ctrl-C goes to the whole process group; the parent decides what to do with it.
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
