@@ -28,6 +28,7 @@ _DRAFT_FORMATS = ("JPEG", "MPO")
 _ORIENTATION = 0x0112
 _HEIF_FORMATS = ("HEIF",)
 _WHITE = (255, 255, 255)
+DRAFT_OVERSAMPLING = 2  # see decode_file
 
 
 @dataclass(frozen=True)
@@ -154,17 +155,28 @@ def _rescale_to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def resize_for_model(image: Image.Image, input_size: int) -> np.ndarray:
-    """Resize the whole picture (no crop, so crops of it still overlap) to a square uint8 array."""
-    resized = image.resize((input_size, input_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    """Resize the whole picture (no crop, so crops of it still overlap) to a square uint8 array.
+
+    An exact antialiased bilinear resize: with no reducing_gap shortcut the
+    result does not depend on how far draft mode already scaled the picture.
+    """
+    resized = image.resize((input_size, input_size), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.uint8)
 
 
-def decode_file(path: str, input_size: int, data: bytes | None = None) -> DecodedImage:
-    """Read, hash and decode one file into model-ready pixels."""
+def decode_file(path: str, input_size: int, data: bytes | None = None, draft: bool = True) -> DecodedImage:
+    """Read, hash and decode one file into model-ready pixels.
+
+    With `draft`, JPEGs are decoded at no less than DRAFT_OVERSAMPLING x the
+    input size: DCT scaling all the way down to the input size aliases enough
+    to move some embeddings (cosine 0.984 against a full decode on real
+    photos), while 2x keeps every one above 0.999 for about a quarter more time.
+    `draft=False` is the reference path: a full-resolution decode.
+    """
     if data is None:
         data = read_file_bytes(path)
     content_hash = compute_content_hash(data)
-    image, (full_width, full_height) = _open(data, path, input_size)
+    image, (full_width, full_height) = _open(data, path, input_size * DRAFT_OVERSAMPLING if draft else None)
     return DecodedImage(resize_for_model(image, input_size), content_hash, full_width, full_height)
 
 
