@@ -437,3 +437,18 @@ def test_decode_error_survives_pickling(tmp_path):
     assert type(copy) is ImageDecodeError
     assert (copy.path, copy.reason) == (error.path, error.reason)
     assert str(copy) == str(error) == f"{tmp_path / 'gone.jpg'}: {error.reason}"
+
+
+def test_heic_photos_decode_when_pillow_heif_is_installed(tmp_path: Path) -> None:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    from lookalike.files import scan_images
+
+    pillow_heif.register_heif_opener()
+    photo = Image.fromarray(data.chelsea())
+    heic = tmp_path / "IMG_0001.HEIC"
+    photo.save(heic, format="HEIF", quality=90)
+    decoded = decode_file(str(heic), 224)
+    assert (decoded.width, decoded.height) == photo.size
+    upright = np.asarray(photo.resize((224, 224), Image.Resampling.BILINEAR), dtype=np.float64)
+    assert np.abs(decoded.pixels.astype(np.float64) - upright).mean() < 6
+    assert [Path(entry.path).name for entry in scan_images(str(tmp_path))] == ["IMG_0001.HEIC"]
