@@ -321,16 +321,42 @@ class Catalog:
     # --- scanning support ------------------------------------------------------
 
     def begin_scan(self) -> None:
-        """Start recording the files a scan sees (in a temporary table)."""
+        """Start recording what a scan sees and what it must process (temporary tables, not RAM)."""
         self.connection.execute("CREATE TEMP TABLE IF NOT EXISTS seen (path BLOB PRIMARY KEY)")
+        self.connection.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS todo (row INTEGER PRIMARY KEY, path BLOB, size INTEGER, mtime_ns INTEGER)"
+        )
         self.connection.execute("DELETE FROM temp.seen")
+        self.connection.execute("DELETE FROM temp.todo")
 
-    def record_seen(self, paths: Iterable[str]) -> None:
-        """Remember that these paths exist now."""
+    def record_scan(self, seen: Iterable[str], todo: Iterable[tuple[str, int, int]] = ()) -> None:
+        """Remember paths that exist now, and the (path, size, mtime_ns) of files to process."""
         with self.transaction():
             self.connection.executemany(
-                "INSERT OR IGNORE INTO temp.seen (path) VALUES (?)", ((encode_path(p),) for p in paths)
+                "INSERT OR IGNORE INTO temp.seen (path) VALUES (?)", ((encode_path(p),) for p in seen)
             )
+            self.connection.executemany(
+                "INSERT INTO temp.todo (path, size, mtime_ns) VALUES (?, ?, ?)",
+                ((encode_path(p), size, mtime) for p, size, mtime in todo),
+            )
+
+    def todo_count(self) -> int:
+        """How many files the current scan left to process."""
+        return self.connection.execute("SELECT count(*) FROM temp.todo").fetchone()[0]
+
+    def iter_todo(self, batch_size: int = 1000) -> Iterator[tuple[str, int, int]]:
+        """Stream the scan's (path, size, mtime_ns) to process, in scan order, `batch_size` rows per query."""
+        last = 0
+        while True:
+            rows = self.connection.execute(
+                "SELECT row, path, size, mtime_ns FROM temp.todo WHERE row > ? ORDER BY row LIMIT ?",
+                (last, batch_size),
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield decode_path(row[1]), row[2], row[3]
+            last = rows[-1][0]
 
     def was_seen(self, path: str) -> bool:
         """True when the current scan saw a file at `path`."""

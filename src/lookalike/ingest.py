@@ -96,8 +96,8 @@ class Ingester:
         started = time.perf_counter()
         root = os.path.abspath(root)
         try:
-            todo = self._scan(root)
-            self._process(todo)
+            self._scan(root)
+            self._process()
             self.report.removed = self.catalog.remove_images(r.id for r in self.catalog.unseen_under(root))
         except KeyboardInterrupt:
             self.report.interrupted = True
@@ -108,38 +108,37 @@ class Ingester:
 
     # --- scanning ----------------------------------------------------------------
 
-    def _scan(self, root: str) -> list[FileEntry]:
+    def _scan(self, root: str) -> None:
+        """Record every file seen, and queue the new or changed ones, in the catalog's scan tables."""
         self.catalog.begin_scan()
-        todo: list[FileEntry] = []
-        chunk: list[str] = []
+        seen: list[str] = []
+        todo: list[tuple[str, int, int]] = []
         scan_errors: list[tuple[str, str]] = []
         for entry in scan_images(root, on_error=lambda path, reason: scan_errors.append((path, reason))):
             self.report.scanned += 1
-            chunk.append(entry.path)
+            seen.append(entry.path)
             known = self.catalog.image_by_path(entry.path)
             if known and known.size == entry.size and known.mtime_ns == entry.mtime_ns:
                 self.report.unchanged += 1
                 if known.status == "skipped":
                     self.report.skipped.append((known.path, known.error or "skipped"))
             else:
-                todo.append(entry)
-            if len(chunk) >= SCAN_CHUNK:
-                self.catalog.record_seen(chunk)
-                chunk = []
-        self.catalog.record_seen(chunk + [path for path, _ in scan_errors])
+                todo.append((entry.path, entry.size, entry.mtime_ns))
+            if len(seen) >= SCAN_CHUNK:
+                self.catalog.record_scan(seen, todo)
+                seen, todo = [], []
+        self.catalog.record_scan(seen + [path for path, _ in scan_errors], todo)
         for path, reason in scan_errors:
             self._skip(FileEntry(path, 0, 0), reason)
-        return todo
 
     # --- decoding and embedding ---------------------------------------------------
 
-    def _process(self, todo: list[FileEntry]) -> None:
-        total = len(todo)
-        done = 0
+    def _process(self) -> None:
+        total = self.catalog.todo_count()
         batch: list[_Pending] = []
         self.on_progress(0, total)
-        for entry, outcome in self._decode_all(todo):
-            done += 1
+        todo = (FileEntry(path, size, mtime) for path, size, mtime in self.catalog.iter_todo())
+        for done, (entry, outcome) in enumerate(self._decode_all(todo, total), 1):
             if isinstance(outcome, ImageDecodeError):
                 self._skip(entry, outcome.reason)
             elif not self._reuse_stored(entry, outcome):
@@ -150,7 +149,9 @@ class Ingester:
             self.on_progress(done, total)
         self._embed_and_store(batch)
 
-    def _decode_all(self, todo: list[FileEntry]) -> Iterator[tuple[FileEntry, DecodedImage | ImageDecodeError]]:
+    def _decode_all(
+        self, todo: Iterator[FileEntry], total: int
+    ) -> Iterator[tuple[FileEntry, DecodedImage | ImageDecodeError]]:
         """Decode files in order, `workers` at a time, at most `READ_AHEAD` per worker ahead of the consumer.
 
         Threads, not processes: Pillow releases the GIL while it decodes and
@@ -158,7 +159,7 @@ class Ingester:
         on 12 MP JPEGs), need no pickling, and work from any caller (a script
         without a __main__ guard, a server thread).
         """
-        if len(todo) < INLINE_LIMIT or self.workers <= 1:
+        if total < INLINE_LIMIT or self.workers <= 1:
             for entry in todo:
                 yield entry, _decode_job(entry.path, self.input_size)
             return
