@@ -212,3 +212,61 @@ def test_a_missing_index_file_is_rebuilt_from_the_catalog(index_copy: Path) -> N
     (index_copy / "index.faiss").unlink()
     with Collection.open(index_copy) as collection:
         assert collection.index().count == collection.catalog.count()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 1 MiB tmpfs (needs root; skipped elsewhere), unmounted afterwards."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_stops_cleanly_and_keeps_committed_work(tmp_path: Path, tiny_disk: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for number in range(300):
+        sample_photo(["astronaut", "chelsea", "coffee", "rocket"][number % 4]).rotate(number).resize((96, 64)).save(
+            photos / f"p{number:03}.jpg", quality=80
+        )
+    index = tiny_disk / "idx"
+    command = [sys.executable, "-m", "lookalike.cli", "index", str(photos), "--index", str(index), "--batch-size", "8"]
+    full = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 1
+    assert full.stderr.count("\n") == 1 and full.stderr.startswith("error: cannot write"), full.stderr
+    kept = _committed(index)
+    assert 0 < kept < 300
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    with Collection.open(index) as collection:
+        assert collection.catalog.count() == collection.index().count == 300
+
+
+def test_ctrl_c_on_the_command_line_says_how_to_resume(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for number in range(80):
+        sample_photo(["astronaut", "chelsea", "coffee", "rocket"][number % 4]).rotate(number * 4).save(
+            photos / f"p{number:02}.jpg", quality=85
+        )
+    index = tmp_path / "idx"
+    command = [sys.executable, "-m", "lookalike.cli", "index", str(photos), "--index", str(index), "--batch-size", "4"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _committed(index) < 8:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted: everything embedded so far is kept" in stderr and "Traceback" not in stderr
+    kept = _committed(index)
+    with Collection.open(index) as collection:
+        report = collection.add_folder(photos)
+    assert report.unchanged >= kept and report.embedded + report.unchanged == 80

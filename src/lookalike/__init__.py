@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from .collection import Collection, CollectionInfo  # noqa: E402
 from .embedders import DEFAULT_EMBEDDER, embedder_names, load_embedder  # noqa: E402
 from .errors import (  # noqa: E402
+    CatalogWriteError,
     CorruptIndexError,
     EmbedderMismatchError,
     EmbedderUnavailableError,
@@ -21,6 +22,7 @@ from .errors import (  # noqa: E402
     LookalikeError,
     NotIndexedError,
     SchemaVersionError,
+    StorageError,
     UnknownEmbedderError,
 )
 from .index import KINDS, IndexPlan, plan_index  # noqa: E402
@@ -30,6 +32,7 @@ from .search import Hit, QueryResult  # noqa: E402
 __all__ = [
     "DEFAULT_EMBEDDER",
     "KINDS",
+    "CatalogWriteError",
     "Collection",
     "CollectionInfo",
     "CorruptIndexError",
@@ -45,6 +48,7 @@ __all__ = [
     "NotIndexedError",
     "QueryResult",
     "SchemaVersionError",
+    "StorageError",
     "UnknownEmbedderError",
     "__version__",
     "embedder_names",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IndexNotFoundError, SchemaVersionError
+from .errors import CatalogWriteError, IndexNotFoundError, SchemaVersionError
 
 SCHEMA_VERSION = 1
 CATALOG_FILE = "catalog.sqlite"
@@ -134,7 +134,7 @@ class Catalog:
 
     def transaction(self) -> _Transaction:
         """A context manager: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
-        return _Transaction(self.connection)
+        return _Transaction(self.connection, self.path)
 
     # --- metadata -------------------------------------------------------------
 
@@ -375,23 +375,45 @@ class Catalog:
 
 
 class _Transaction:
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE ... COMMIT; on any error ROLLBACK, and SQLite write failures become CatalogWriteError."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self.connection = connection
+        self.path = path
         self.outermost = False
 
     def __enter__(self) -> sqlite3.Connection:
         self.outermost = not self.connection.in_transaction
         if self.outermost:
-            self.connection.execute("BEGIN IMMEDIATE")
+            try:
+                self.connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                raise self._failure(error) from None
         return self.connection
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
         if not self.outermost:
             return
         if kind is None:
-            self.connection.execute("COMMIT")
-        else:
+            try:
+                self.connection.execute("COMMIT")
+                return
+            except sqlite3.Error as error:
+                self._rollback()
+                raise self._failure(error) from None
+        self._rollback()
+        if isinstance(value, sqlite3.OperationalError):
+            raise self._failure(value) from None
+
+    def _rollback(self) -> None:
+        if self.connection.in_transaction:
             self.connection.execute("ROLLBACK")
+
+    def _failure(self, error: sqlite3.Error) -> CatalogWriteError:
+        return CatalogWriteError(
+            f"cannot write the catalog {self.path}: {error}; everything committed before is kept "
+            "(free disk space or fix permissions, then run the same command again)"
+        )
 
 
 def _record(row: tuple) -> ImageRecord:

@@ -51,5 +51,13 @@ class NotIndexedError(LookalikeError):
     """A query refers to an image id or path that the catalog does not hold."""
 
 
+class CatalogWriteError(LookalikeError):
+    """SQLite could not write the catalog (disk full, read-only, locked); committed work is kept."""
+
+
+class StorageError(LookalikeError):
+    """A file could not be written (disk full, permissions); the previous version is kept."""
+
+
 class SchemaVersionError(LookalikeError):
     """The catalog was written by a newer lookalike than this one."""

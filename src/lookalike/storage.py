@@ -11,6 +11,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import StorageError
+
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Replace `path` with `data` atomically and durably."""
@@ -26,8 +28,11 @@ def atomic_write_with(path: Path | str, write: Callable[[str], None]) -> None:
         with open(scratch, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(scratch, path)
-    except BaseException:
+    except BaseException as error:
         scratch.unlink(missing_ok=True)
+        if isinstance(error, (OSError, RuntimeError)):  # Faiss reports a failed write as RuntimeError
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[-1]
+            raise StorageError(f"cannot write {path}: {reason}; the previous version is kept") from None
         raise
     fsync_folder(path.parent)
 
