@@ -149,7 +149,7 @@ def test_non_utf8_file_names_survive(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in ["index", "reindex", "search", "info", "demo", "models"]:
+    for command in ["index", "reindex", "search", "info", "demo", "models", "tune", "plan"]:
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
 

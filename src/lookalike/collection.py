@@ -24,7 +24,7 @@ from .catalog import SCHEMA_VERSION, Catalog
 from .embedders import DEFAULT_EMBEDDER, Embedder, EmbedderSpec, get_embedder_spec, load_embedder
 from .errors import CorruptIndexError, EmbedderMismatchError, LookalikeError, NotIndexedError
 from .images import decode_bytes, decode_file
-from .index import INDEX_FILE, IndexPlan, IndexState, VectorIndex, plan_index
+from .index import INDEX_FILE, IndexPlan, IndexState, VectorIndex, file_fingerprint, plan_index
 from .ingest import Ingester, IngestReport, ProgressCallback, SkipCallback
 from .search import QueryResult, hits_from_rows
 from .storage import atomic_write_bytes
@@ -62,6 +62,9 @@ class CollectionInfo:
 
 class Collection:
     """An index folder opened for searching and updating."""
+
+    # Map the Faiss file read-only when there is nothing to add to it: opens at once, pages shared by processes.
+    mmap = True
 
     def __init__(
         self,
@@ -234,8 +237,9 @@ class Collection:
         state = self._recorded_state()
         if state is None:
             return self._rebuild()
+        pending = next(self.catalog.iter_embeddings(after_id=state.high_water, batch_size=1), None) is not None
         try:
-            index = VectorIndex.load(self.folder / INDEX_FILE, state, self.metric)
+            index = VectorIndex.load(self.folder / INDEX_FILE, state, self.metric, mmap=self.mmap and not pending)
         except CorruptIndexError as error:
             self.on_notice(f"{error}; rebuilding the index from the catalog")
             return self._rebuild()
@@ -244,6 +248,8 @@ class Collection:
         added = 0
         high_water = state.high_water
         for ids, vectors in self.catalog.iter_embeddings(after_id=state.high_water):
+            if index.read_only:  # an ingest committed since the check above: load a writable copy
+                index = VectorIndex.load(self.folder / INDEX_FILE, state, self.metric)
             index.add(ids, vectors)
             added += len(ids)
             high_water = int(ids[-1])
@@ -280,7 +286,7 @@ class Collection:
         self, index: VectorIndex, high_water: int, plan: IndexPlan | None = None, settings: dict[str, str] | None = None
     ) -> None:
         checksum = index.save(self.folder / INDEX_FILE)
-        state = IndexState(checksum, index.count, index.dim, high_water)
+        state = IndexState(checksum, index.count, index.dim, high_water, **file_fingerprint(self.folder / INDEX_FILE))
         values = {"index_state": json.dumps(state.__dict__), **(settings or {})}
         if plan is not None:
             values.update(index_plan=json.dumps(plan.to_dict()), index_trained_count=str(index.count))
