@@ -108,6 +108,9 @@ class Catalog:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA foreign_keys=ON")
+        # Hit lookups on a million-row catalog miss SQLite's default 2 MB page cache.
+        connection.execute("PRAGMA cache_size=-65536")
+        connection.execute("PRAGMA mmap_size=268435456")
         catalog = cls(connection, path)
         catalog._migrate()
         return catalog
@@ -154,6 +157,10 @@ class Catalog:
     def all_meta(self) -> dict[str, str]:
         """Every metadata key and value."""
         return dict(self.connection.execute("SELECT key, value FROM meta"))
+
+    def change_marker(self) -> tuple[int, int]:
+        """Changes whenever this connection or another process commits to the catalog."""
+        return self.connection.execute("PRAGMA data_version").fetchone()[0], self.connection.total_changes
 
     # --- reading images --------------------------------------------------------
 

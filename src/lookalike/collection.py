@@ -81,6 +81,7 @@ class Collection:
         self.on_notice = on_notice or (lambda message: None)
         self._embedder: Embedder | None = None
         self._index: VectorIndex | None = None
+        self._settings: tuple[tuple[int, int], dict, np.ndarray] | None = None
 
     # --- opening ---------------------------------------------------------------
 
@@ -389,17 +390,25 @@ class Collection:
         """Search with embeddings (one row per query) in one batch."""
         _check_k(k)
         index = self.index()
-        defaults = json.loads(self.catalog.get_meta("search_defaults") or "{}")
+        defaults, tombstones = self._search_settings()
         scores, ids = index.search(
             vectors,
             k,
             nprobe=nprobe or defaults.get("nprobe"),
             ef_search=ef_search or defaults.get("efSearch"),
-            exclude=self.catalog.tombstones(),
+            exclude=tombstones,
         )
         hits = hits_from_rows(self.catalog, scores, ids)
         query_ids = query_ids or [None] * len(labels)
         return [QueryResult(label, row, query_id) for label, row, query_id in zip(labels, hits, query_ids)]
+
+    def _search_settings(self) -> tuple[dict, np.ndarray]:
+        """Stored search defaults and tombstones, re-read only when the catalog changed since the last search."""
+        marker = self.catalog.change_marker()
+        if self._settings is None or self._settings[0] != marker:
+            defaults = json.loads(self.catalog.get_meta("search_defaults") or "{}")
+            self._settings = (marker, defaults, self.catalog.tombstones())
+        return self._settings[1], self._settings[2]
 
     def _stored_vector_for_file(self, path: str) -> tuple[int | None, np.ndarray | None]:
         try:

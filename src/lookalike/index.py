@@ -431,6 +431,9 @@ class VectorIndex:
         self._ivf = _find_ivf(index)
         self._hnsw = _find_hnsw(index)
         self._read_only = False  # set by load(mmap=True): the inverted lists are a read-only file mapping
+        self._selector_ok = self._selector_reaches_search()
+        # Search parameters per (nprobe, efSearch): built once, not on every query (they cost ~20-60 us).
+        self._params_cache: dict[tuple, tuple[object, object, list[object]]] = {}
 
     @classmethod
     def create(cls, plan: IndexPlan, dim: int) -> VectorIndex:
@@ -518,13 +521,12 @@ class VectorIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         exclude = exclude if exclude is not None and len(exclude) else None
         fetch = k
-        if exclude is not None and not self._selector_reaches_search():
+        if exclude is not None and not self._selector_ok:
             fetch = k + len(exclude)  # filtered afterwards; see _selector_reaches_search
         fetch = max(1, min(fetch, max(self.count, 1)))
-        keep_alive: list[object] = []  # Faiss selectors hold raw pointers: keep their owners alive
-        params = self._search_params(nprobe, ef_search, exclude, keep_alive)
+        params = self._search_params(nprobe, ef_search, exclude)
         distances, ids = self.index.search(queries, fetch, params=params)
-        if exclude is not None:
+        if exclude is not None and not self._selector_ok:
             distances, ids = _drop_ids(distances, ids, exclude)
         distances, ids = distances[:, :k], ids[:, :k]
         if ids.shape[1] < k:  # fewer vectors than k: pad, as Faiss itself does
@@ -544,17 +546,24 @@ class VectorIndex:
         return isinstance(_below_transforms(outer), faiss.IndexIVF)
 
     def _search_params(
-        self, nprobe: int | None, ef_search: int | None, exclude: np.ndarray | None, keep_alive: list[object]
+        self, nprobe: int | None, ef_search: int | None, exclude: np.ndarray | None
     ) -> faiss.SearchParameters | None:
+        """Parameters for one search, cached per knob values and exclusion array (compared by identity)."""
         defaults = self.default_params()
+        key = (nprobe or defaults.get("nprobe"), ef_search or defaults.get("efSearch"))
+        excluding = exclude if exclude is not None and self._selector_ok else None
+        cached = self._params_cache.get(key)
+        if cached is not None and cached[0] is excluding:
+            return cached[1]  # type: ignore[return-value]
+        keep_alive: list[object] = []  # Faiss selectors hold raw pointers: keep their owners alive
         selector = None
-        if exclude is not None and self._selector_reaches_search():
-            batch = faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64))
+        if excluding is not None:
+            batch = faiss.IDSelectorBatch(np.ascontiguousarray(excluding, dtype=np.int64))
             selector = faiss.IDSelectorNot(batch)
             keep_alive += [batch, selector]
-        return _params_for(
-            self.index, selector, nprobe or defaults.get("nprobe"), ef_search or defaults.get("efSearch"), keep_alive
-        )
+        params = _params_for(self.index, selector, key[0], key[1], keep_alive)
+        self._params_cache[key] = (excluding, params, keep_alive)
+        return params
 
     def save(self, path: Path) -> str:
         """Write the index atomically; return the file's checksum."""
