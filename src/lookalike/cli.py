@@ -326,5 +326,207 @@ def demo(folder: str, quiet: bool) -> None:
     click.echo(f"results page:  {base / 'results.html'}")
 
 
+@main.command()
+@_index_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option(
+    "--token",
+    envvar="LOOKALIKE_TOKEN",
+    help="Require 'Authorization: Bearer T' (or ?token=T) on every /api call; also from $LOOKALIKE_TOKEN.",
+)
+def serve(index_dir: str, host: str, port: int, token: str | None) -> None:
+    """Serve the web page and the HTTP API for an index (http://HOST:PORT/, API docs at /docs)."""
+    import importlib.util
+    import ipaddress
+
+    if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn")) or not (
+        importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")
+    ):
+        _fail("the web server needs FastAPI and uvicorn: pip install 'lookalike[server]'")
+    token = token or None
+    bare_host = host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(bare_host).is_loopback
+    except ValueError:
+        loopback = bare_host.lower() == "localhost"
+    if not loopback and token is None:
+        _fail(
+            f"--host {host} lets other machines reach this index: give --token T (or set LOOKALIKE_TOKEN), "
+            "or serve on 127.0.0.1"
+        )
+    wildcard = bare_host in ("0.0.0.0", "::")
+    import uvicorn
+
+    from .server import LOCAL_HOSTS, create_app
+
+    # Requests must name this server in their Host header (DNS rebinding). A wildcard address can be
+    # reached under any name; there the token, which a wildcard bind requires, is the guard.
+    allowed_hosts = ("*",) if wildcard else (*LOCAL_HOSTS, bare_host)
+    app = _run(lambda: create_app(index_dir, token=token, allowed_hosts=allowed_hosts))
+    click.echo(f"loading the index and the model from {index_dir} ...", err=True)
+    _run(app.state.service.warm)
+    shown = f"[{bare_host}]" if ":" in bare_host else bare_host
+    suffix = "?token=<your token>" if token else ""
+    click.echo(f"serving {index_dir} at http://{shown}:{port}/{suffix} (API docs at /docs); Ctrl-C stops", err=True)
+    uvicorn.run(app, host=bare_host, port=port, log_level="warning")
+
+
+def _parse_bytes(text: str | None) -> int | None:
+    """'2GB', '512MB', '1.5GiB', '1000000' -> bytes (kB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB of 1024)."""
+    import re
+
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?)b?\s*", text, re.IGNORECASE)
+    if not match or float(match.group(1)) <= 0:
+        _fail(f"--max-memory wants a size such as 2GB, 512MB or 1.5GiB, not {text!r}", 2)
+    number, unit, binary = float(match.group(1)), match.group(2).lower(), bool(match.group(3))
+    power = " kmgt".index(unit) if unit else 0
+    return int(number * (1024 if binary else 1000) ** power)
+
+
+@main.command()
+@_index_option
+@click.option(
+    "--target-recall",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.95,
+    show_default=True,
+    help="Recall@k the stored setting must reach.",
+)
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Recall is measured at k.")
+@click.option("--queries", type=click.IntRange(1), default=500, show_default=True, help="Held-out queries (seeded).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the query sample.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a recall-vs-latency PNG here.")
+@click.option("--dry-run", is_flag=True, help="Measure and print, but do not store the chosen setting.")
+def tune(
+    index_dir: str, target_recall: float, k: int, queries: int, seed: int, plot: str | None, dry_run: bool
+) -> None:
+    """Measure recall against latency for the index's search knob and store the fastest setting meeting the target.
+
+    Queries are a seeded sample of the collection's own images; each query's own match is left out of both the
+    exact neighbours and the results. Latency is per query, one query per search call (p50, p99); the batch
+    column is the time per query when all run in one call.
+    """
+    from .collection import Collection
+    from .tune import tune_collection, write_plot
+
+    def run() -> Any:
+        with Collection.open(index_dir, on_notice=_notice) as collection:
+            return tune_collection(collection, target_recall, k, queries, seed, store=not dry_run)
+
+    result = _run(run)
+    click.echo(
+        f"index: {result.factory}, {result.count} vectors; {result.queries} queries from the collection "
+        f"(self-matches left out), recall@{result.k} against exact search"
+    )
+    if not result.tunable:
+        click.echo("exact search (recall 1.0): nothing to tune")
+        return
+    frontier = {point.value for point in result.frontier()}
+    click.echo(
+        f"{result.param:>9} {'recall@' + str(result.k):>10} {'recall@1':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'batch ms/q':>11}  frontier"
+    )
+    for point in result.points:
+        click.echo(
+            f"{point.value:>9} {point.recall:>10.4f} {point.recall_at_1:>9.4f} {point.p50_ms:>8.3f} "
+            f"{point.p99_ms:>8.3f} {point.batch_ms_per_query:>11.3f}  {'*' if point.value in frontier else ''}"
+        )
+    if plot:
+        _run(lambda: write_plot(result, plot))
+        click.echo(f"plot: {plot}", err=True)
+    chosen = result.chosen
+    kept = "kept as the default for later searches" if result.stored else "not stored (--dry-run)"
+    if result.met:
+        click.echo(
+            f"chosen: {chosen.label()} (recall@{result.k} {chosen.recall:.4f} >= {target_recall}, "
+            f"p50 {chosen.p50_ms:.3f} ms): {kept}"
+        )
+        return
+    _fail(
+        f"no setting reaches recall@{result.k} {target_recall}; best is {chosen.label()} "
+        f"(recall {chosen.recall:.4f}), {kept}: rebuild with a more exact kind (e.g. --kind flat or ivf)"
+    )
+
+
+@main.command()
+@click.option("--index", "index_dir", type=click.Path(file_okay=False), help="Plan for this collection's size.")
+@click.option("--vectors", type=click.IntRange(0), help="Plan for a hypothetical collection of this many vectors.")
+@click.option("--dim", type=click.IntRange(1), help="Their dimension (with --vectors; default 1280).")
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), default=None, help="With --vectors (default cosine).")
+@click.option("--max-memory", help="RAM budget for the index, e.g. 2GB or 512MiB.")
+@click.option(
+    "--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True, help="Recall@10."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plan(
+    index_dir: str | None,
+    vectors: int | None,
+    dim: int | None,
+    metric: str | None,
+    max_memory: str | None,
+    target_recall: float,
+    as_json: bool,
+) -> None:
+    """Show the index `auto` would build, its predicted memory, training set and build time, without building."""
+    from .index import estimate_plan, plan_auto
+
+    if (index_dir is None) == (vectors is None):
+        _fail("give either --index DIR or --vectors N (with --dim D)", 2)
+    budget = _parse_bytes(max_memory)
+    current = None
+    if index_dir is not None:
+        from .collection import Collection
+
+        def read() -> Any:
+            with Collection.open(index_dir, on_notice=_notice) as collection:
+                return collection.catalog.count_embeddings(), collection.dim, collection.metric, collection.info()
+
+        vectors, dim, metric, details = _run(read)
+        current = details.index_factory if details.index_vectors else None
+    dim = dim or 1280
+    metric = metric or "cosine"
+
+    def make() -> Any:
+        chosen = plan_auto(vectors, dim, metric, max_memory=budget, target_recall=target_recall)
+        return chosen, estimate_plan(chosen, vectors, dim)
+
+    chosen, estimate = _run(make)
+    if as_json:
+        data = {"vectors": vectors, "dim": dim, "plan": chosen.to_dict(), "estimate": estimate.to_dict()}
+        click.echo(json.dumps({**data, "current_factory": current}, indent=2))
+        return
+    click.echo(f"vectors:          {vectors} x {dim}-d ({metric})")
+    click.echo(f"factory:          {chosen.factory} ({chosen.kind})")
+    click.echo(
+        f"memory:           ~{_size(estimate.memory_bytes)} ({estimate.bytes_per_vector:.0f} B/vector x N + "
+        f"{_size(estimate.overhead_bytes)})" + (f", budget {_size(budget)}" if budget else "")
+    )
+    click.echo(f"training set:     {estimate.train_size} vectors" if estimate.train_size else "training set:     none")
+    click.echo(f"build time:       ~{_duration(estimate.build_seconds)} (rough, 2-core CPU)")
+    click.echo(f"recall ceiling:   ~{estimate.recall_ceiling:.2f} recall@10 (what its vector codes allow)")
+    click.echo(f"why:              {chosen.reason}")
+    if current is not None:
+        click.echo(f"current index:    {current}")
+
+
+def _size(value: float | None) -> str:
+    value = float(value or 0)
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:.2f} {unit}"
+    return f"{value:.0f} B"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 if __name__ == "__main__":
     main()
