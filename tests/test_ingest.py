@@ -270,3 +270,18 @@ def test_ctrl_c_on_the_command_line_says_how_to_resume(tmp_path: Path) -> None:
     with Collection.open(index) as collection:
         report = collection.add_folder(photos)
     assert report.unchanged >= kept and report.embedded + report.unchanged == 80
+
+
+def test_a_reader_never_writes_while_another_process_updates(index_copy: Path) -> None:
+    import fcntl
+
+    (index_copy / "index.faiss").unlink()
+    with open(index_copy / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a running 'lookalike index' holds it
+        with Collection.open(index_copy) as collection:
+            assert collection.search_ids([2], k=1)[0].hits[0].id == 2  # served from an in-memory rebuild
+        assert not (index_copy / "index.faiss").exists()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    with Collection.open(index_copy) as collection:
+        collection.index()
+    assert (index_copy / "index.faiss").exists()

@@ -82,6 +82,7 @@ class Collection:
         self._embedder: Embedder | None = None
         self._index: VectorIndex | None = None
         self._settings: tuple[tuple[int, int], dict, np.ndarray] | None = None
+        self._lock_depth = 0
 
     # --- opening ---------------------------------------------------------------
 
@@ -225,7 +226,9 @@ class Collection:
     def index(self) -> VectorIndex:
         """The Faiss index, loaded once, verified against the catalog, and rebuilt if stale or damaged."""
         if self._index is None:
-            self._index = self._sync_index()
+            # A reader writes the refreshed index back only when no other process is updating the folder.
+            with self._write_lock(required=False) as may_write:
+                self._index = self._sync_index(may_write)
         return self._index
 
     def _planned(self, kind: str | None = None, metric: str | None = None, options: dict | None = None) -> IndexPlan:
@@ -234,18 +237,18 @@ class Collection:
             options = json.loads(self.catalog.get_meta("index_options") or "{}")
         return plan_index(kind, self.catalog.count_embeddings(), self.dim, metric or self.metric, options)
 
-    def _sync_index(self) -> VectorIndex:
+    def _sync_index(self, may_write: bool = True) -> VectorIndex:
         state = self._recorded_state()
         if state is None:
-            return self._rebuild()
+            return self._rebuild(save=may_write)
         pending = next(self.catalog.iter_embeddings(after_id=state.high_water, batch_size=1), None) is not None
         try:
             index = VectorIndex.load(self.folder / INDEX_FILE, state, self.metric, mmap=self.mmap and not pending)
         except CorruptIndexError as error:
             self.on_notice(f"{error}; rebuilding the index from the catalog")
-            return self._rebuild()
+            return self._rebuild(save=may_write)
         if self._should_replan(index):
-            return self._rebuild()
+            return self._rebuild(save=may_write)
         added = 0
         high_water = state.high_water
         for ids, vectors in self.catalog.iter_embeddings(after_id=state.high_water):
@@ -254,7 +257,7 @@ class Collection:
             index.add(ids, vectors)
             added += len(ids)
             high_water = int(ids[-1])
-        if added:
+        if added and may_write:
             self._save(index, high_water)
         self._index = index
         return index
@@ -270,17 +273,22 @@ class Collection:
             return False
         return planned.kind != self.current_plan().kind or count > 2 * trained_for or count < trained_for // 2
 
-    def _rebuild(self, plan: IndexPlan | None = None, settings: dict[str, str] | None = None) -> VectorIndex:
+    def _rebuild(
+        self, plan: IndexPlan | None = None, settings: dict[str, str] | None = None, save: bool = True
+    ) -> VectorIndex:
         plan = plan or self._planned()
+        if plan.factory != self.current_plan().factory:
+            settings = {**(settings or {}), "search_defaults": "{}"}  # tuned knobs belong to the old index
         index = VectorIndex.create(plan, self.dim)
         if not index.is_trained:
             index.train(self.catalog.sample_embeddings(plan.train_size or 10_000))
         high_water = self.catalog.max_image_id()
         for ids, vectors in self.catalog.iter_embeddings():
             index.add(ids, vectors)
-        self._save(index, high_water, plan, settings)
-        self.catalog.clear_tombstones(high_water)
         self._index = index
+        if save:
+            self._save(index, high_water, plan, settings)
+            self.catalog.clear_tombstones(high_water)
         return index
 
     def _save(
@@ -318,17 +326,30 @@ class Collection:
         atomic_write_bytes(self.folder / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
 
     @contextlib.contextmanager
-    def _write_lock(self) -> Iterator[None]:
+    def _write_lock(self, required: bool = True) -> Iterator[bool]:
+        """Hold the folder's update lock (re-entrant); yields False when another process has it and not `required`."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield True
+            finally:
+                self._lock_depth -= 1
+            return
         with open(self.folder / LOCK_FILE, "a") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise LookalikeError(
-                    f"another lookalike process is updating {self.folder}; wait for it to finish"
-                ) from None
+                if required:
+                    raise LookalikeError(
+                        f"another lookalike process is updating {self.folder}; wait for it to finish"
+                    ) from None
+                yield False
+                return
+            self._lock_depth = 1
             try:
-                yield
+                yield True
             finally:
+                self._lock_depth = 0
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     # --- searching -------------------------------------------------------------

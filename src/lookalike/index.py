@@ -9,6 +9,7 @@ catalog ids, so every hit maps straight back to a catalog row.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -590,13 +591,15 @@ class VectorIndex:
             raise IndexSpecError(f"unknown metric {metric!r}; choose cosine or l2")
         if not path.is_file():
             raise CorruptIndexError(f"{path} is missing")
-        if not (mmap and expected.fingerprint_matches(path)):
-            checksum = file_checksum(path)
-            if checksum != expected.checksum:
-                raise CorruptIndexError(f"{path} does not match the checksum the catalog recorded")
-        flags = MMAP_FLAGS if mmap else 0
         try:
-            index = faiss.read_index(str(path), flags)
+            if mmap:
+                index = _map_verified(path, expected)
+            else:
+                # Checked and parsed from the same bytes, so a file replaced meanwhile is never loaded unverified.
+                data = np.fromfile(path, dtype=np.uint8)
+                if hashlib.blake2b(data, digest_size=16).hexdigest() != expected.checksum:
+                    raise CorruptIndexError(f"{path} does not match the checksum the catalog recorded")
+                index = faiss.deserialize_index(data)
         except (RuntimeError, MemoryError) as error:  # MemoryError: Faiss's std::bad_alloc
             raise CorruptIndexError(f"{path} cannot be read by Faiss: {_faiss_reason(error)}") from None
         if index.ntotal != expected.count or index.d != expected.dim:
@@ -611,6 +614,17 @@ class VectorIndex:
         loaded = cls(index, metric)
         loaded._read_only = mmap
         return loaded
+
+
+def _map_verified(path: Path, expected: IndexState) -> faiss.Index:
+    """Memory-map the file, having verified it (by fingerprint, else by checksum) and that it did not change since."""
+    before = file_fingerprint(path)
+    if not expected.fingerprint_matches(path) and file_checksum(path) != expected.checksum:
+        raise CorruptIndexError(f"{path} does not match the checksum the catalog recorded")
+    index = faiss.read_index(str(path), MMAP_FLAGS)
+    if file_fingerprint(path) != before:
+        raise CorruptIndexError(f"{path} changed while it was being opened")
+    return index
 
 
 def _params_for(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,13 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
 def atomic_write_with(path: Path | str, write: Callable[[str], None]) -> None:
     """Let `write(scratch_path)` produce the file, then move it over `path` atomically and durably."""
     path = Path(path)
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise StorageError(f"cannot write {path}: {error.strerror or error}") from None
+    os.close(handle)
+    os.chmod(name, 0o644)  # mkstemp makes it private; the files of an index are as readable as the folder
+    scratch = Path(name)  # unique per call: threads and processes writing the same file never collide
     try:
         write(str(scratch))
         with open(scratch, "rb+") as handle:
