@@ -189,8 +189,8 @@ def main() -> None:
         )
 
     table = [
-        "| photo set | images | tutorial loop (img/s) | lookalike (img/s) | ratio | decode ceiling, full / draft "
-        "+ all cores (img/s) | limit (img/s) | lookalike / limit |",
+        "| photo set | images | tutorial loop (img/s) | lookalike (img/s) | ratio | decode only: full-size 1 core / "
+        "lookalike's, all cores (img/s) | limit (img/s) | lookalike / limit |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, count, tutorial, ours, full, best, limit in rows:
