@@ -228,7 +228,8 @@ class Collection:
         if self._index is None:
             # A reader writes the refreshed index back only when no other process is updating the folder.
             with self._write_lock(required=False) as may_write:
-                self._index = self._sync_index(may_write)
+                index = self._sync_index(may_write)
+            self._index = (index.on_gpus() if self.device != "cpu" else None) or index
         return self._index
 
     def _planned(self, kind: str | None = None, metric: str | None = None, options: dict | None = None) -> IndexPlan:

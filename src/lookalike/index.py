@@ -432,6 +432,7 @@ class VectorIndex:
         self._ivf = _find_ivf(index)
         self._hnsw = _find_hnsw(index)
         self._read_only = False  # set by load(mmap=True): the inverted lists are a read-only file mapping
+        self._gpu = False
         self._selector_ok = self._selector_reaches_search()
         # Search parameters per (nprobe, efSearch): built once, not on every query (they cost ~20-60 us).
         self._params_cache: dict[tuple, tuple[object, object, list[object]]] = {}
@@ -459,6 +460,24 @@ class VectorIndex:
         if hnsw is not None and "efConstruction" in plan.params:
             hnsw.hnsw.efConstruction = plan.params["efConstruction"]
         return cls(index, plan.metric)
+
+    def on_gpus(self) -> VectorIndex | None:
+        """A copy of this index on every GPU, for searching, when Faiss is a GPU build and sees one; else None.
+
+        GPU indexes take no id selector and no SearchParameters, so tombstones are
+        filtered after over-fetching and nprobe is set on the copy itself.
+        """
+        if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() < 1:
+            return None
+        try:
+            copy = faiss.index_cpu_to_all_gpus(self.index)
+        except RuntimeError:  # a kind the GPU build does not implement (HNSW, some transforms)
+            return None
+        gpu = VectorIndex(copy, self.metric)
+        gpu._selector_ok = False
+        gpu._params_cache = {}
+        gpu._gpu = True
+        return gpu
 
     @property
     def read_only(self) -> bool:
@@ -552,6 +571,10 @@ class VectorIndex:
         """Parameters for one search, cached per knob values and exclusion array (compared by identity)."""
         defaults = self.default_params()
         key = (nprobe or defaults.get("nprobe"), ef_search or defaults.get("efSearch"))
+        if self._gpu:
+            if key[0]:
+                faiss.GpuParameterSpace().set_index_parameter(self.index, "nprobe", int(key[0]))
+            return None
         excluding = exclude if exclude is not None and self._selector_ok else None
         cached = self._params_cache.get(key)
         if cached is not None and cached[0] is excluding:
