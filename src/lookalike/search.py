@@ -37,17 +37,11 @@ class QueryResult:
 
 def hits_from_rows(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
     """Map each row of Faiss output to hits, dropping empty slots and ids no longer in the catalog."""
-    wanted = {int(i) for i in ids.ravel() if i >= 0}
-    records = catalog.images_by_id(wanted)
-    results = []
-    for row_scores, row_ids in zip(scores, ids):
-        hits = [
-            Hit(int(i), records[int(i)].path, float(s))
-            for s, i in zip(row_scores, row_ids)
-            if i >= 0 and int(i) in records and records[int(i)].status == "indexed"
-        ]
-        results.append(hits)
-    return results
+    paths = catalog.indexed_paths({int(i) for i in ids.ravel() if i >= 0})
+    return [
+        [Hit(int(i), paths[int(i)], float(s)) for s, i in zip(row_scores, row_ids) if int(i) in paths]
+        for row_scores, row_ids in zip(scores, ids)
+    ]
 
 
 __all__ = ["Hit", "QueryResult", "hits_from_rows"]
