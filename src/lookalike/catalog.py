@@ -179,27 +179,20 @@ class Catalog:
 
     def images_by_id(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         """Rows for the given ids (missing ids are left out)."""
-        wanted = [int(i) for i in ids]
-        found: dict[int, ImageRecord] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self.connection.execute(f"SELECT {self._COLUMNS} FROM images WHERE id IN ({marks})", chunk):
-                found[row[0]] = _record(row)
-        return found
+        rows = self._select_by_ids(f"SELECT {self._COLUMNS} FROM images WHERE id IN ({{marks}})", ids)
+        return {row[0]: _record(row) for row in rows}
 
     def indexed_paths(self, ids: Iterable[int]) -> dict[int, str]:
         """Paths of the given ids that are indexed (the hot path of every search: two columns, one query)."""
+        rows = self._select_by_ids("SELECT id, path FROM images WHERE status = 'indexed' AND id IN ({marks})", ids)
+        return {row[0]: decode_path(row[1]) for row in rows}
+
+    def _select_by_ids(self, query: str, ids: Iterable[int]) -> Iterator[tuple]:
+        """Run `query` (with an `IN ({marks})` slot) over `ids`, 500 at a time (SQLite's variable limit)."""
         wanted = [int(i) for i in ids]
-        found: dict[int, str] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.connection.execute(
-                f"SELECT id, path FROM images WHERE status = 'indexed' AND id IN ({marks})", chunk
-            )
-            found.update((row[0], decode_path(row[1])) for row in rows)
-        return found
+            yield from self.connection.execute(query.format(marks=",".join("?" * len(chunk))), chunk)
 
     def indexed_with_hash(self, content_hash: str) -> list[ImageRecord]:
         """Indexed rows whose file content has this hash."""
@@ -254,14 +247,10 @@ class Catalog:
         ids = [row[0] for row in self.connection.execute("SELECT image_id FROM embeddings")]
         chosen = np.random.default_rng(seed).choice(np.asarray(ids, dtype=np.int64), size=count, replace=False)
         chosen.sort()
-        vectors = []
-        for start in range(0, len(chosen), 500):
-            chunk = [int(i) for i in chosen[start : start + 500]]
-            marks = ",".join("?" * len(chunk))
-            rows = self.connection.execute(
-                f"SELECT vector FROM embeddings WHERE image_id IN ({marks}) ORDER BY image_id", chunk
-            )
-            vectors.extend(np.frombuffer(row[0], dtype=np.float32) for row in rows)
+        rows = self._select_by_ids(
+            "SELECT vector FROM embeddings WHERE image_id IN ({marks}) ORDER BY image_id", chosen.tolist()
+        )
+        vectors = [np.frombuffer(row[0], dtype=np.float32) for row in rows]
         return np.stack(vectors)
 
     def count_embeddings(self) -> int:
