@@ -225,18 +225,10 @@ class Catalog:
 
     def iter_embeddings(self, after_id: int = 0, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (ids int64, vectors float32) in id order, `batch_size` rows at a time, streaming."""
-        last = after_id
-        while True:
-            rows = self.connection.execute(
-                "SELECT image_id, vector FROM embeddings WHERE image_id > ? ORDER BY image_id LIMIT ?",
-                (last, batch_size),
-            ).fetchall()
-            if not rows:
-                return
+        query = "SELECT image_id, vector FROM embeddings WHERE image_id > ? ORDER BY image_id LIMIT ?"
+        for rows in self._pages(query, after_id, batch_size):
             ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-            vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
-            yield ids, vectors
-            last = int(ids[-1])
+            yield ids, np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
 
     def sample_embeddings(self, count: int, seed: int = 1338) -> np.ndarray:
         """Up to `count` stored vectors picked at random (for training an index)."""
@@ -359,17 +351,19 @@ class Catalog:
 
     def iter_todo(self, batch_size: int = 1000) -> Iterator[tuple[str, int, int]]:
         """Stream the scan's (path, size, mtime_ns) to process, in scan order, `batch_size` rows per query."""
-        last = 0
-        while True:
-            rows = self.connection.execute(
-                "SELECT row, path, size, mtime_ns FROM temp.todo WHERE row > ? ORDER BY row LIMIT ?",
-                (last, batch_size),
-            ).fetchall()
-            if not rows:
-                return
+        query = "SELECT row, path, size, mtime_ns FROM temp.todo WHERE row > ? ORDER BY row LIMIT ?"
+        for rows in self._pages(query, 0, batch_size):
             for row in rows:
                 yield decode_path(row[1]), row[2], row[3]
-            last = rows[-1][0]
+
+    def _pages(self, query: str, after: int, batch_size: int) -> Iterator[list[tuple]]:
+        """Keyset pagination: `query` takes (last key, limit) and returns rows keyed by their first column.
+
+        Each page is fetched whole, so no statement stays open across the caller's own writes.
+        """
+        while rows := self.connection.execute(query, (after, batch_size)).fetchall():
+            yield rows
+            after = rows[-1][0]
 
     def was_seen(self, path: str) -> bool:
         """True when the current scan saw a file at `path`."""

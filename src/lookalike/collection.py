@@ -248,7 +248,7 @@ class Collection:
         except CorruptIndexError as error:
             self.on_notice(f"{error}; rebuilding the index from the catalog")
             return self._rebuild(save=may_write)
-        if self._should_replan(index):
+        if self._should_replan():
             return self._rebuild(save=may_write)
         added = 0
         high_water = state.high_water
@@ -263,16 +263,16 @@ class Collection:
         self._index = index
         return index
 
-    def _should_replan(self, index: VectorIndex) -> bool:
+    def _should_replan(self) -> bool:
         """With kind 'auto', rebuild once the collection has outgrown (or shrunk far below) its plan."""
         if (self.catalog.get_meta("index_kind") or "auto") != "auto":
             return False
+        planned, current = self._planned(), self.current_plan()
+        if planned.factory == current.factory:
+            return False
         trained_for = int(self.catalog.get_meta("index_trained_count") or 0)
         count = self.catalog.count_embeddings()
-        planned = self._planned()
-        if planned.factory == self.current_plan().factory:
-            return False
-        return planned.kind != self.current_plan().kind or count > 2 * trained_for or count < trained_for // 2
+        return planned.kind != current.kind or count > 2 * trained_for or count < trained_for // 2
 
     def _rebuild(
         self, plan: IndexPlan | None = None, settings: dict[str, str] | None = None, save: bool = True

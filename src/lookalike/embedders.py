@@ -318,7 +318,7 @@ def _onnxruntime_installed() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def _torch_threads() -> int:
+def _cpu_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
 
@@ -344,7 +344,7 @@ def _onnx_runner(spec: EmbedderSpec) -> Callable[[np.ndarray], np.ndarray]:
 
     path = ensure_onnx_export(spec)
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = _torch_threads()
+    options.intra_op_num_threads = _cpu_threads()
     options.log_severity_level = 3
     # Idle ORT threads must sleep, not spin: during an ingest the decoding threads need those cores
     # (12 MP ingest on 2 cores: 93 img/s without spinning, 81 with).

@@ -710,9 +710,3 @@ def _faiss_reason(error: Exception) -> str:
     """
     text = re.sub(r"^Error in .*? at \S+:\d+: ", "", str(error).strip())
     return text.rsplit("failed: ", 1)[-1].rsplit("Error: ", 1)[-1].strip() or type(error).__name__
-
-
-def parse_factory_nlist(factory: str) -> int | None:
-    """The nlist of an 'IVF<n>...' factory string, if it has one."""
-    match = re.search(r"IVF(\d+)", factory)
-    return int(match.group(1)) if match else None
