@@ -16,18 +16,19 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CatalogWriteError, IndexNotFoundError, SchemaVersionError
+from .errors import CatalogWriteError, CollectionNotFoundError, SchemaVersionError
 
-SCHEMA_VERSION = 1
 CATALOG_FILE = "catalog.sqlite"
+IMAGE_COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, error"
 
-_SCHEMA = """
+# Version 1: images, embeddings, tombstones, meta.
+_SCHEMA_1 = """
 CREATE TABLE images (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     path BLOB NOT NULL UNIQUE,
@@ -49,6 +50,21 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+def _run_script(connection: sqlite3.Connection, script: str) -> None:
+    # executescript would COMMIT the migration's transaction; run the statements one by one inside it.
+    for statement in script.strip().split(";"):
+        if statement.strip():
+            connection.execute(statement)
+
+
+# The schema ladder: MIGRATIONS[n] brings a catalog from version n to n + 1 (PRAGMA user_version). A new table
+# or column is a new step appended here; catalogs of every earlier version climb the steps they lack on open.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    lambda connection: _run_script(connection, _SCHEMA_1),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One row of the catalog."""
@@ -62,6 +78,14 @@ class ImageRecord:
     height: int | None
     status: str
     error: str | None
+
+    def file_unchanged(self) -> bool:
+        """True when the file at `path` still has the size and mtime recorded when it was indexed."""
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return False
+        return info.st_size == self.size and info.st_mtime_ns == self.mtime_ns
 
 
 @dataclass(frozen=True)
@@ -104,9 +128,7 @@ class Catalog:
         path = folder / CATALOG_FILE
         if not path.is_file():
             if not create:
-                raise IndexNotFoundError(
-                    f"no lookalike index in {folder}: build one with 'lookalike index PHOTO_DIR --index {folder}'"
-                )
+                raise CollectionNotFoundError(f"no lookalike collection in {folder}")
             folder.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
@@ -124,20 +146,22 @@ class Catalog:
         self.connection.close()
 
     def _migrate(self) -> None:
-        version = self.connection.execute("PRAGMA user_version").fetchone()[0]
+        """Climb the schema ladder from the catalog's version to SCHEMA_VERSION, one transaction a step."""
+        version = self._schema_version()
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"{self.path} was written by a newer lookalike (schema {version}); upgrade lookalike"
             )
-        if version == 0:
+        while version < SCHEMA_VERSION:
             with self.transaction():
-                self._create_schema()
+                current = self._schema_version()  # another process may have climbed this step meanwhile
+                if current == version:
+                    MIGRATIONS[version](self.connection)
+                    self.connection.execute(f"PRAGMA user_version = {version + 1}")
+            version = self._schema_version()
 
-    def _create_schema(self) -> None:
-        for statement in _SCHEMA.strip().split(";"):
-            if statement.strip():
-                self.connection.execute(statement)
-        self.connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    def _schema_version(self) -> int:
+        return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
 
     def transaction(self) -> _Transaction:
         """A context manager: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
@@ -168,19 +192,17 @@ class Catalog:
 
     # --- reading images --------------------------------------------------------
 
-    _COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, error"
-
     def image_by_path(self, path: str) -> ImageRecord | None:
         """The row of the file at `path`, if any."""
         row = self.connection.execute(
-            f"SELECT {self._COLUMNS} FROM images WHERE path = ?", (encode_path(path),)
+            f"SELECT {IMAGE_COLUMNS} FROM images WHERE path = ?", (encode_path(path),)
         ).fetchone()
-        return _record(row) if row else None
+        return record_from_row(row) if row else None
 
     def images_by_id(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         """Rows for the given ids (missing ids are left out)."""
-        rows = self._select_by_ids(f"SELECT {self._COLUMNS} FROM images WHERE id IN ({{marks}})", ids)
-        return {row[0]: _record(row) for row in rows}
+        rows = self._select_by_ids(f"SELECT {IMAGE_COLUMNS} FROM images WHERE id IN ({{marks}})", ids)
+        return {row[0]: record_from_row(row) for row in rows}
 
     def indexed_paths(self, ids: Iterable[int]) -> dict[int, str]:
         """Paths of the given ids that are indexed (the hot path of every search: two columns, one query)."""
@@ -197,15 +219,15 @@ class Catalog:
     def indexed_with_hash(self, content_hash: str) -> list[ImageRecord]:
         """Indexed rows whose file content has this hash."""
         rows = self.connection.execute(
-            f"SELECT {self._COLUMNS} FROM images WHERE content_hash = ? AND status = 'indexed' ORDER BY id",
+            f"SELECT {IMAGE_COLUMNS} FROM images WHERE content_hash = ? AND status = 'indexed' ORDER BY id",
             (content_hash,),
         )
-        return [_record(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     def skipped_images(self) -> list[ImageRecord]:
         """Every file that was skipped, with its reason."""
-        rows = self.connection.execute(f"SELECT {self._COLUMNS} FROM images WHERE status = 'skipped' ORDER BY path")
-        return [_record(row) for row in rows]
+        rows = self.connection.execute(f"SELECT {IMAGE_COLUMNS} FROM images WHERE status = 'skipped' ORDER BY path")
+        return [record_from_row(row) for row in rows]
 
     def count(self, status: str = "indexed") -> int:
         """How many rows have `status`."""
@@ -226,7 +248,7 @@ class Catalog:
     def iter_embeddings(self, after_id: int = 0, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (ids int64, vectors float32) in id order, `batch_size` rows at a time, streaming."""
         query = "SELECT image_id, vector FROM embeddings WHERE image_id > ? ORDER BY image_id LIMIT ?"
-        for rows in self._pages(query, after_id, batch_size):
+        for rows in self.pages(query, after_id, batch_size):
             ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
             yield ids, np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
 
@@ -244,6 +266,11 @@ class Catalog:
         )
         vectors = [np.frombuffer(row[0], dtype=np.float32) for row in rows]
         return np.stack(vectors)
+
+    def embedding_ids(self) -> np.ndarray:
+        """Every image id that has a stored embedding, ascending."""
+        rows = self.connection.execute("SELECT image_id FROM embeddings ORDER BY image_id")
+        return np.fromiter((row[0] for row in rows), dtype=np.int64)
 
     def count_embeddings(self) -> int:
         """How many vectors are stored."""
@@ -323,40 +350,7 @@ class Catalog:
         with self.transaction():
             self.connection.execute("DELETE FROM tombstones WHERE id <= ?", (up_to_id,))
 
-    # --- scanning support ------------------------------------------------------
-
-    def begin_scan(self) -> None:
-        """Start recording what a scan sees and what it must process (temporary tables, not RAM)."""
-        self.connection.execute("CREATE TEMP TABLE IF NOT EXISTS seen (path BLOB PRIMARY KEY)")
-        self.connection.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS todo (row INTEGER PRIMARY KEY, path BLOB, size INTEGER, mtime_ns INTEGER)"
-        )
-        self.connection.execute("DELETE FROM temp.seen")
-        self.connection.execute("DELETE FROM temp.todo")
-
-    def record_scan(self, seen: Iterable[str], todo: Iterable[tuple[str, int, int]] = ()) -> None:
-        """Remember paths that exist now, and the (path, size, mtime_ns) of files to process."""
-        with self.transaction():
-            self.connection.executemany(
-                "INSERT OR IGNORE INTO temp.seen (path) VALUES (?)", ((encode_path(p),) for p in seen)
-            )
-            self.connection.executemany(
-                "INSERT INTO temp.todo (path, size, mtime_ns) VALUES (?, ?, ?)",
-                ((encode_path(p), size, mtime) for p, size, mtime in todo),
-            )
-
-    def todo_count(self) -> int:
-        """How many files the current scan left to process."""
-        return self.connection.execute("SELECT count(*) FROM temp.todo").fetchone()[0]
-
-    def iter_todo(self, batch_size: int = 1000) -> Iterator[tuple[str, int, int]]:
-        """Stream the scan's (path, size, mtime_ns) to process, in scan order, `batch_size` rows per query."""
-        query = "SELECT row, path, size, mtime_ns FROM temp.todo WHERE row > ? ORDER BY row LIMIT ?"
-        for rows in self._pages(query, 0, batch_size):
-            for row in rows:
-                yield decode_path(row[1]), row[2], row[3]
-
-    def _pages(self, query: str, after: int, batch_size: int) -> Iterator[list[tuple]]:
+    def pages(self, query: str, after: int, batch_size: int) -> Iterator[list[tuple]]:
         """Keyset pagination: `query` takes (last key, limit) and returns rows keyed by their first column.
 
         Each page is fetched whole, so no statement stays open across the caller's own writes.
@@ -364,21 +358,6 @@ class Catalog:
         while rows := self.connection.execute(query, (after, batch_size)).fetchall():
             yield rows
             after = rows[-1][0]
-
-    def was_seen(self, path: str) -> bool:
-        """True when the current scan saw a file at `path`."""
-        row = self.connection.execute("SELECT 1 FROM temp.seen WHERE path = ?", (encode_path(path),)).fetchone()
-        return row is not None
-
-    def unseen_under(self, root: str) -> list[ImageRecord]:
-        """Rows under `root` whose files the scan did not see (deleted or moved away)."""
-        prefix = encode_path(os.path.join(root, ""))
-        rows = self.connection.execute(
-            f"SELECT {self._COLUMNS} FROM images WHERE substr(path, 1, ?) = ?"
-            " AND path NOT IN (SELECT path FROM temp.seen) ORDER BY id",
-            (len(prefix), prefix),
-        )
-        return [_record(row) for row in rows]
 
 
 class _Transaction:
@@ -423,5 +402,5 @@ class _Transaction:
         )
 
 
-def _record(row: tuple) -> ImageRecord:
+def record_from_row(row: tuple) -> ImageRecord:
     return ImageRecord(row[0], decode_path(row[1]), *row[2:])

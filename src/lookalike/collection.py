@@ -1,70 +1,40 @@
-"""The collection: one index folder (catalog + Faiss file + manifest) and everything done to it.
+"""The collection: one folder (catalog + Faiss file + manifest) and everything done to it.
 
-This is the facade the CLI, the server and Python users call. It keeps the
-Faiss index in step with the catalog: after an ingest, on open when the file
-is stale or damaged (rebuilt from the stored embeddings, never by re-running
-the CNN), and on `reindex` to another kind.
+This is the facade the CLI, the server and Python users call. Updating (ingest,
+reindex, tune) happens under the folder's update lock; the index store keeps the
+Faiss file in step with the catalog. A collection opened `read_only` never writes
+to its folder, so it can serve while another process updates it: `refresh()`
+picks up what that process committed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 
-from . import __version__
-from .catalog import SCHEMA_VERSION, Catalog
+from .catalog import Catalog, ImageRecord
 from .embedders import DEFAULT_EMBEDDER, Embedder, EmbedderSpec, get_embedder_spec, load_embedder
-from .errors import CorruptIndexError, EmbedderMismatchError, LookalikeError, NotIndexedError
+from .errors import BusyError, EmbedderMismatchError, InvalidArgumentError, NotIndexedError
 from .images import decode_bytes, decode_file
-from .index import INDEX_FILE, IndexPlan, IndexState, VectorIndex, file_fingerprint, plan_index
+from .index import VectorIndex
+from .index_store import IndexStore, Notice
+from .info import CollectionInfo, describe
 from .ingest import Ingester, IngestReport, ProgressCallback, SkipCallback
-from .search import QueryResult, hits_from_rows
-from .storage import atomic_write_bytes
+from .planner import IndexPlan, plan_index
+from .search import MAX_K, Query, QueryResult, Stage, check_k, fuse_views, hits_from_rows, run_stages
+from .settings import IndexState, Settings, read_settings, store_settings
+from .storage import FolderLock
 
-MANIFEST_FILE = "manifest.json"
-LOCK_FILE = ".lock"
-MAX_K = 10_000
-Notice = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class CollectionInfo:
-    """Counts and settings of a collection, as `lookalike info` shows them."""
-
-    folder: str
-    images: int
-    skipped: int
-    tombstones: int
-    embedder: str
-    dim: int
-    metric: str
-    index_kind: str
-    index_factory: str
-    index_vectors: int
-    search_params: dict
-    bytes_on_disk: dict
-    skipped_files: list[tuple[str, str]]
-
-    def to_dict(self) -> dict:
-        """JSON-ready form."""
-        data = dict(self.__dict__)
-        data["skipped_files"] = [{"path": p, "reason": r} for p, r in self.skipped_files]
-        return data
+if TYPE_CHECKING:
+    from .tune import TuneResult
 
 
 class Collection:
-    """An index folder opened for searching and updating."""
-
-    # Map the Faiss file read-only when there is nothing to add to it: opens at once, pages shared by processes.
-    mmap = True
+    """A collection folder opened for searching and (unless read-only) updating."""
 
     def __init__(
         self,
@@ -73,59 +43,77 @@ class Collection:
         device: str = "auto",
         engine: str = "auto",
         on_notice: Notice | None = None,
+        read_only: bool = False,
     ) -> None:
         self.folder = folder
         self.catalog = catalog
         self.device = device
         self.engine = engine
+        self.read_only = read_only
         self.on_notice = on_notice or (lambda message: None)
+        self.store = IndexStore(folder, catalog, self.on_notice)
+        self._lock = FolderLock(folder)
         self._embedder: Embedder | None = None
         self._index: VectorIndex | None = None
-        self._settings: tuple[tuple[int, int], dict, np.ndarray] | None = None
-        self._lock_depth = 0
+        self._index_state: IndexState | None = None  # what a read-only collection's index was loaded from
+        self._search_cache: tuple[tuple[int, int], dict, np.ndarray] | None = None
+        self.stages: list[Stage] = []  # run on each query's hits after the index (see search.py)
 
     # --- opening ---------------------------------------------------------------
 
     @classmethod
     def open(
-        cls, folder: str | os.PathLike, device: str = "auto", engine: str = "auto", on_notice: Notice | None = None
+        cls,
+        folder: str | os.PathLike,
+        device: str = "auto",
+        engine: str = "auto",
+        on_notice: Notice | None = None,
+        read_only: bool = False,
     ) -> Collection:
-        """Open an existing index folder."""
+        """Open an existing collection folder (CollectionNotFoundError when there is none)."""
         folder = Path(folder)
-        return cls(folder, Catalog.open(folder), device, engine, on_notice)
+        return cls(folder, Catalog.open(folder), device, engine, on_notice, read_only)
 
     @classmethod
     def create(
         cls,
         folder: str | os.PathLike,
-        model: str | None = None,
+        embedder: str | None = None,
         metric: str | None = None,
         device: str = "auto",
         engine: str = "auto",
         on_notice: Notice | None = None,
+        model: str | None = None,
     ) -> Collection:
-        """Open an index folder, creating it for `model` if it does not exist yet."""
+        """Open a collection folder, creating it for `embedder` if it does not exist yet.
+
+        `model` is the earlier name of `embedder`.
+        """
         folder = Path(folder)
+        name = embedder or model
         catalog = Catalog.open(folder, create=True)
         collection = cls(folder, catalog, device, engine, on_notice)
-        stored = catalog.get_meta("embedder_name")
-        if stored is None:
-            spec = get_embedder_spec(model or DEFAULT_EMBEDDER)
-            catalog.set_meta(
-                {
-                    "embedder_name": spec.name,
-                    "embedder": spec.identity(),
-                    "dim": str(spec.dim),
-                    "metric": metric or "cosine",
-                    "index_kind": "auto",
-                }
+        settings = read_settings(catalog)
+        if not settings.created:
+            spec = get_embedder_spec(name or DEFAULT_EMBEDDER)
+            if metric is not None:
+                plan_index("flat", 0, spec.dim, metric)  # rejects an unknown metric before anything is stored
+            store_settings(
+                catalog,
+                embedder_name=spec.name,
+                embedder_id=spec.identity(),
+                dim=spec.dim,
+                metric=metric or "cosine",
+                index_kind="auto",
             )
-        elif model and model != stored:
+        elif name and name != settings.embedder_name:
             raise EmbedderMismatchError(
-                f"{folder} was built with {stored}, not {model}: use another --index folder for {model}"
+                f"{folder} was built with {settings.embedder_name}, not {name}: "
+                f"a collection for {name} needs a folder of its own",
+                "embedder",
             )
-        elif metric and metric != catalog.get_meta("metric"):
-            catalog.set_meta({"metric": metric})
+        elif metric and metric != settings.metric:
+            store_settings(catalog, metric=metric)
         return collection
 
     def close(self) -> None:
@@ -141,29 +129,42 @@ class Collection:
     # --- settings --------------------------------------------------------------
 
     @property
+    def settings(self) -> Settings:
+        """Everything the collection stores about itself (read from the catalog)."""
+        return read_settings(self.catalog)
+
+    @property
     def embedder_spec(self) -> EmbedderSpec:
-        return get_embedder_spec(self.catalog.get_meta("embedder_name") or DEFAULT_EMBEDDER)
+        return get_embedder_spec(self.settings.embedder_name or DEFAULT_EMBEDDER)
 
     @property
     def metric(self) -> str:
-        return self.catalog.get_meta("metric") or "cosine"
+        return self.settings.metric
 
     @property
     def dim(self) -> int:
-        return int(self.catalog.get_meta("dim") or self.embedder_spec.dim)
+        return self.settings.dim or self.embedder_spec.dim
 
     def embedder(self) -> Embedder:
-        """The collection's model, loaded on first use and checked against the stored identity."""
+        """The collection's embedder, loaded on first use and checked against the stored identity."""
         if self._embedder is None:
             embedder = load_embedder(self.embedder_spec.name, self.device, self.engine)
-            stored = self.catalog.get_meta("embedder")
+            stored = self.settings.embedder_id
             if stored and stored != embedder.identity:
                 raise EmbedderMismatchError(
                     f"{self.folder} was embedded with {stored}, but this install has {embedder.identity}: "
-                    "rebuild the index in a new --index folder"
+                    "build the collection again in a new folder"
                 )
             self._embedder = embedder
         return self._embedder
+
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Embed with `embedder`, loaded elsewhere for this same collection (readers sharing one model)."""
+        self._embedder = embedder
+
+    def current_plan(self) -> IndexPlan:
+        """The plan the current Faiss file was built from."""
+        return self.store.current_plan()
 
     # --- updating --------------------------------------------------------------
 
@@ -180,8 +181,9 @@ class Collection:
         """Index every image under `root` (only new or changed files are embedded), then update the index."""
         root = os.fspath(root)
         if not os.path.isdir(root):
-            raise LookalikeError(f"{root} is not a folder: give the folder of photos to index")
-        with self._write_lock():
+            raise InvalidArgumentError(f"{root} is not a folder of images", "root")
+        self._check_writable()
+        with self._lock.hold():
             if kind:
                 plan_index(kind, 0, self.dim, self.metric, options)  # reject bad kinds before any work
             ingester = Ingester(
@@ -195,10 +197,10 @@ class Collection:
             )
             report = ingester.run(root)
             if kind:
-                settings = {"index_kind": kind, "index_options": json.dumps(options or {})}
-                self._rebuild(self._planned(kind, None, options or {}), settings)
+                plan = self.store.planned(kind, None, options or {})
+                self._index = self.store.rebuild(plan, index_kind=kind, index_options=options or {})
             else:
-                self._sync_index()
+                self._index = self.store.load()
         return report
 
     def reindex(self, kind: str | None = None, metric: str | None = None, options: dict | None = None) -> IndexPlan:
@@ -206,152 +208,91 @@ class Collection:
 
         The settings change only once the new index is built and saved.
         """
-        with self._write_lock():
+        self._check_writable()
+        with self._lock.hold():
             if kind and options is None:
                 options = {}
-            plan = self._planned(kind, metric, options)
-            settings = {"index_kind": kind or self.catalog.get_meta("index_kind") or "auto", "metric": plan.metric}
-            if options is not None:
-                settings["index_options"] = json.dumps(options)
-            self._rebuild(plan, settings)
+            plan = self.store.planned(kind, metric, options)
+            self._index = self.store.rebuild(
+                plan, index_kind=kind or self.settings.index_kind, metric=plan.metric, index_options=options
+            )
             return plan
 
-    def current_plan(self) -> IndexPlan:
-        """The plan the current Faiss file was built from."""
-        raw = self.catalog.get_meta("index_plan")
-        if raw is None:
-            return self._planned()
-        return IndexPlan(**json.loads(raw))
+    def tune(
+        self,
+        target_recall: float | None = None,
+        k: int = 10,
+        queries: int | None = None,
+        seed: int = 0,
+        store: bool = True,
+        full: bool = False,
+        latency_queries: int | None = None,
+    ) -> TuneResult:
+        """Measure recall against latency of the index's search knob; with `store`, keep the chosen setting."""
+        from . import tune
+
+        index = self.index()
+        state_before = self.settings.index_state
+        result = tune.measure_collection(
+            index,
+            self.catalog,
+            self.current_plan().factory,
+            self.metric,
+            target_recall=target_recall,
+            k=k,
+            queries=queries,
+            seed=seed,
+            full=full,
+            **({"latency_queries": latency_queries} if latency_queries else {}),
+        )
+        if store and result.chosen is not None:
+            self._check_writable()
+            with self._lock.hold():
+                if self.settings.index_state != state_before:
+                    raise BusyError("the index was rebuilt while tuning ran: tune again")
+                store_settings(self.catalog, search_defaults=result.chosen.setting, search_tuning=result.summary())
+                self.store.write_manifest()
+            result = result.as_stored()
+        return result
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise InvalidArgumentError(f"{self.folder} was opened read-only", "read_only")
+
+    # --- the index ----------------------------------------------------------------
 
     def index(self) -> VectorIndex:
-        """The Faiss index, loaded once, verified against the catalog, and rebuilt if stale or damaged."""
+        """The Faiss index, loaded once, verified against the catalog, and rebuilt if stale or damaged.
+
+        A read-only collection loads the recorded file and adds newer embeddings in memory; it raises
+        CorruptIndexError while the file and the catalog are out of step, and never writes.
+        """
         if self._index is None:
-            # A reader writes the refreshed index back only when no other process is updating the folder.
-            with self._write_lock(required=False) as may_write:
-                index = self._sync_index(may_write)
-            self._index = (index.on_gpus() if self.device != "cpu" else None) or index
+            if self.read_only:
+                self._index, self._index_state = self.store.load_read_only()
+            else:
+                # A reader writes the refreshed index back only when no other process is updating the folder.
+                with self._lock.hold(required=False) as may_write:
+                    index = self.store.load(may_write)
+                self._index = (index.on_gpus() if self.device != "cpu" else None) or index
         return self._index
 
-    def _planned(self, kind: str | None = None, metric: str | None = None, options: dict | None = None) -> IndexPlan:
-        kind = kind or self.catalog.get_meta("index_kind") or "auto"
-        if options is None:
-            options = json.loads(self.catalog.get_meta("index_options") or "{}")
-        return plan_index(kind, self.catalog.count_embeddings(), self.dim, metric or self.metric, options)
+    @property
+    def index_state(self) -> IndexState | None:
+        """The recorded state of the Faiss file the loaded index of a read-only collection came from."""
+        return self._index_state
 
-    def _sync_index(self, may_write: bool = True) -> VectorIndex:
-        state = self._recorded_state()
-        if state is None:
-            return self._rebuild(save=may_write)
-        pending = next(self.catalog.iter_embeddings(after_id=state.high_water, batch_size=1), None) is not None
-        try:
-            index = VectorIndex.load(self.folder / INDEX_FILE, state, self.metric, mmap=self.mmap and not pending)
-        except CorruptIndexError as error:
-            self.on_notice(f"{error}; rebuilding the index from the catalog")
-            return self._rebuild(save=may_write)
-        if self._should_replan():
-            return self._rebuild(save=may_write)
-        added = 0
-        high_water = state.high_water
-        for ids, vectors in self.catalog.iter_embeddings(after_id=state.high_water):
-            if index.read_only:  # an ingest committed since the check above: load a writable copy
-                index = VectorIndex.load(self.folder / INDEX_FILE, state, self.metric)
-            index.add(ids, vectors)
-            added += len(ids)
-            high_water = int(ids[-1])
-        if added and may_write:
-            self._save(index, high_water)
-        self._index = index
-        return index
+    def use_index(self, index: VectorIndex, state: IndexState | None) -> None:
+        """Search with `index`, loaded elsewhere for this same collection (readers sharing one index)."""
+        self._index, self._index_state = index, state
 
-    def _should_replan(self) -> bool:
-        """With kind 'auto', rebuild once the collection has outgrown (or shrunk far below) its plan."""
-        if (self.catalog.get_meta("index_kind") or "auto") != "auto":
+    def refresh(self) -> bool:
+        """Reload the index when another process recorded a new one since it was loaded; True if it did."""
+        if self._index is not None and self.settings.index_state == self._index_state:
             return False
-        planned, current = self._planned(), self.current_plan()
-        if planned.factory == current.factory:
-            return False
-        trained_for = int(self.catalog.get_meta("index_trained_count") or 0)
-        count = self.catalog.count_embeddings()
-        return planned.kind != current.kind or count > 2 * trained_for or count < trained_for // 2
-
-    def _rebuild(
-        self, plan: IndexPlan | None = None, settings: dict[str, str] | None = None, save: bool = True
-    ) -> VectorIndex:
-        plan = plan or self._planned()
-        if plan.factory != self.current_plan().factory:
-            settings = {**(settings or {}), "search_defaults": "{}"}  # tuned knobs belong to the old index
-        index = VectorIndex.create(plan, self.dim)
-        if not index.is_trained:
-            index.train(self.catalog.sample_embeddings(plan.train_size or 10_000))
-        high_water = self.catalog.max_image_id()
-        for ids, vectors in self.catalog.iter_embeddings():
-            index.add(ids, vectors)
-        self._index = index
-        if save:
-            self._save(index, high_water, plan, settings)
-            self.catalog.clear_tombstones(high_water)
-        return index
-
-    def _save(
-        self, index: VectorIndex, high_water: int, plan: IndexPlan | None = None, settings: dict[str, str] | None = None
-    ) -> None:
-        checksum = index.save(self.folder / INDEX_FILE)
-        state = IndexState(checksum, index.count, index.dim, high_water, **file_fingerprint(self.folder / INDEX_FILE))
-        values = {"index_state": json.dumps(state.__dict__), **(settings or {})}
-        if plan is not None:
-            values.update(index_plan=json.dumps(plan.to_dict()), index_trained_count=str(index.count))
-        self.catalog.set_meta(values)
-        self._write_manifest()
-
-    def _recorded_state(self) -> IndexState | None:
-        raw = self.catalog.get_meta("index_state")
-        return IndexState(**json.loads(raw)) if raw else None
-
-    def _write_manifest(self) -> None:
-        spec = self.embedder_spec
-        state = self._recorded_state()
-        manifest = {
-            "lookalike_version": __version__,
-            "schema_version": SCHEMA_VERSION,
-            "faiss_version": faiss.__version__,
-            "embedder": {
-                "id": self.catalog.get_meta("embedder"),
-                "name": spec.name,
-                "dim": self.dim,
-                "preprocessing": spec.preprocessing,
-            },
-            "metric": self.metric,
-            "index": {**self.current_plan().to_dict(), **(state.__dict__ if state else {})},
-            "search_defaults": json.loads(self.catalog.get_meta("search_defaults") or "{}"),
-        }
-        atomic_write_bytes(self.folder / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
-
-    @contextlib.contextmanager
-    def _write_lock(self, required: bool = True) -> Iterator[bool]:
-        """Hold the folder's update lock (re-entrant); yields False when another process has it and not `required`."""
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield True
-            finally:
-                self._lock_depth -= 1
-            return
-        with open(self.folder / LOCK_FILE, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if required:
-                    raise LookalikeError(
-                        f"another lookalike process is updating {self.folder}; wait for it to finish"
-                    ) from None
-                yield False
-                return
-            self._lock_depth = 1
-            try:
-                yield True
-            finally:
-                self._lock_depth = 0
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        self._index = None
+        self.index()
+        return True
 
     # --- searching -------------------------------------------------------------
 
@@ -359,43 +300,48 @@ class Collection:
         self, queries: Sequence[str | os.PathLike], k: int = 10, nprobe: int | None = None, ef_search: int | None = None
     ) -> list[QueryResult]:
         """Search with image files; files already in the catalog (unchanged) reuse their stored embedding."""
-        _check_k(k)
+        check_k(k)
         labels = [os.fspath(q) for q in queries]
         vectors = np.zeros((len(labels), self.dim), dtype=np.float32)
         query_ids: list[int | None] = [None] * len(labels)
         to_embed = []
         for row, label in enumerate(labels):
-            image_id, vector = self._stored_vector_for_file(label)
-            if vector is None:
+            record = self._indexed_record_for_file(label)
+            vector = self.catalog.embedding(record.id) if record is not None else None
+            if record is None or vector is None:
                 to_embed.append(row)
             else:
-                vectors[row], query_ids[row] = vector, image_id
+                vectors[row], query_ids[row] = vector, record.id
         if to_embed:
             embedder = self.embedder()
             pixels = np.stack([decode_file(labels[row], embedder.input_size).pixels for row in to_embed])
             vectors[to_embed] = embedder.embed(pixels)
-        return self.search_vectors(vectors, labels, k, nprobe, ef_search, query_ids)
+        found = [Query(label, vectors[row : row + 1], label, query_ids[row]) for row, label in enumerate(labels)]
+        return self.search_queries(found, k, nprobe, ef_search)
 
     def search_image_bytes(
         self, data: bytes, name: str = "upload", k: int = 10, nprobe: int | None = None, ef_search: int | None = None
     ) -> QueryResult:
         """Search with an image given as bytes (an upload)."""
-        _check_k(k)
+        check_k(k)
+        return self.search_queries([Query(name, self.embed_image_bytes(data, name), data)], k, nprobe, ef_search)[0]
+
+    def embed_image_bytes(self, data: bytes, name: str = "upload") -> np.ndarray:
+        """The embedding of an image given as bytes, as a (1, dim) array (ImageDecodeError if it is none)."""
         embedder = self.embedder()
-        vector = embedder.embed(decode_bytes(data, name, embedder.input_size).pixels[None])
-        return self.search_vectors(vector, [name], k, nprobe, ef_search)[0]
+        return embedder.embed(decode_bytes(data, name, embedder.input_size).pixels[None])
 
     def search_ids(
         self, ids: Sequence[int], k: int = 10, nprobe: int | None = None, ef_search: int | None = None
     ) -> list[QueryResult]:
         """Search with images already in the collection, by catalog id, without re-embedding."""
-        _check_k(k)
+        check_k(k)
         records = self.catalog.images_by_id(ids)
         vectors = []
         for image_id in ids:
             vector = self.catalog.embedding(int(image_id))
             if vector is None:
-                raise NotIndexedError(f"no indexed image has id {image_id}: see 'lookalike info' for the ids")
+                raise NotIndexedError(f"no indexed image has id {image_id}")
             vectors.append(vector)
         labels = [records[int(i)].path for i in ids]
         return self.search_vectors(np.stack(vectors), labels, k, nprobe, ef_search, [int(i) for i in ids])
@@ -410,70 +356,63 @@ class Collection:
         query_ids: Sequence[int | None] | None = None,
     ) -> list[QueryResult]:
         """Search with embeddings (one row per query) in one batch."""
-        _check_k(k)
-        index = self.index()
+        query_ids = query_ids or [None] * len(labels)
+        queries = [Query(label, vectors[row : row + 1], None, query_ids[row]) for row, label in enumerate(labels)]
+        return self.search_queries(queries, k, nprobe, ef_search)
+
+    def search_queries(
+        self, queries: Sequence[Query], k: int = 10, nprobe: int | None = None, ef_search: int | None = None
+    ) -> list[QueryResult]:
+        """Search with queries of one or more views each, in one index batch; then the stages, per query."""
+        check_k(k)
         defaults, tombstones = self._search_settings()
-        scores, ids = index.search(
-            vectors,
+        views = [len(query.vectors) for query in queries]
+        scores, ids = self.index().search(
+            np.concatenate([query.vectors for query in queries]) if queries else np.zeros((0, self.dim), np.float32),
             k,
             nprobe=nprobe or defaults.get("nprobe"),
             ef_search=ef_search or defaults.get("efSearch"),
             exclude=tombstones,
         )
-        hits = hits_from_rows(self.catalog, scores, ids)
-        query_ids = query_ids or [None] * len(labels)
-        return [QueryResult(label, row, query_id) for label, row, query_id in zip(labels, hits, query_ids)]
+        if any(count != 1 for count in views):
+            scores, ids = fuse_views(scores, ids, views, k)
+        results = []
+        for query, hits in zip(queries, hits_from_rows(self.catalog, scores, ids)):
+            results.append(QueryResult(query.label, run_stages(self.stages, query, hits)[:k], query.query_id))
+        return results
 
     def _search_settings(self) -> tuple[dict, np.ndarray]:
         """Stored search defaults and tombstones, re-read only when the catalog changed since the last search."""
         marker = self.catalog.change_marker()
-        if self._settings is None or self._settings[0] != marker:
-            defaults = json.loads(self.catalog.get_meta("search_defaults") or "{}")
-            self._settings = (marker, defaults, self.catalog.tombstones())
-        return self._settings[1], self._settings[2]
+        if self._search_cache is None or self._search_cache[0] != marker:
+            self._search_cache = (marker, self.settings.search_defaults, self.catalog.tombstones())
+        return self._search_cache[1], self._search_cache[2]
 
-    def _stored_vector_for_file(self, path: str) -> tuple[int | None, np.ndarray | None]:
-        try:
-            info = os.stat(path)
-        except OSError:
-            return None, None
+    def _indexed_record_for_file(self, path: str) -> ImageRecord | None:
+        """The catalog row of the file at `path` if it is indexed and unchanged since (same size and mtime)."""
         record = self.catalog.image_by_path(os.path.abspath(path))
+        if record is None or record.status != "indexed" or not record.file_unchanged():
+            return None
+        return record
+
+    # --- images ------------------------------------------------------------------
+
+    def image_file(self, image_id: int) -> ImageRecord:
+        """The row of an indexed image whose file is still the one that was indexed (else NotIndexedError)."""
+        record = self.catalog.images_by_id([image_id]).get(image_id)
         if record is None or record.status != "indexed":
-            return None, None
-        if record.size != info.st_size or record.mtime_ns != info.st_mtime_ns:
-            return None, None
-        return record.id, self.catalog.embedding(record.id)
+            raise NotIndexedError(f"no indexed image has id {image_id}")
+        if not os.path.lexists(record.path):
+            raise NotIndexedError(f"the file of image {image_id} is no longer where it was indexed")
+        if not record.file_unchanged():
+            raise NotIndexedError(f"the file of image {image_id} changed since it was indexed; index it again")
+        return record
 
     # --- reporting -------------------------------------------------------------
 
     def info(self) -> CollectionInfo:
         """Counts, settings and sizes."""
-        plan = self.current_plan()
-        state = self._recorded_state()
-        sizes = {}
-        for name in (INDEX_FILE, "catalog.sqlite", "catalog.sqlite-wal", MANIFEST_FILE):
-            path = self.folder / name
-            if path.exists():
-                sizes[name] = path.stat().st_size
-        defaults = json.loads(self.catalog.get_meta("search_defaults") or "{}")
-        skipped = [(r.path, r.error or "") for r in self.catalog.skipped_images()]
-        return CollectionInfo(
-            folder=str(self.folder),
-            images=self.catalog.count("indexed"),
-            skipped=len(skipped),
-            tombstones=len(self.catalog.tombstones()),
-            embedder=self.catalog.get_meta("embedder") or "",
-            dim=self.dim,
-            metric=self.metric,
-            index_kind=plan.kind,
-            index_factory=plan.factory,
-            index_vectors=state.count if state else 0,
-            search_params=defaults,
-            bytes_on_disk=sizes,
-            skipped_files=skipped,
-        )
+        return describe(self.folder, self.catalog, self.store)
 
 
-def _check_k(k: int) -> None:
-    if not 1 <= k <= MAX_K:
-        raise LookalikeError(f"-k must be between 1 and {MAX_K}, not {k}")
+__all__ = ["MAX_K", "Collection", "CollectionInfo", "ImageRecord"]

@@ -15,7 +15,6 @@ which then never imports torch.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Callable
@@ -31,7 +30,6 @@ DEFAULT_EMBEDDER = "efficientnet-lite0"
 # Images per forward pass. On CPU, small batches keep activations in cache: EfficientNet-Lite0 in ONNX Runtime
 # ran 365 img/s at batch 4 and 268 img/s at batch 32 on 2 cores (benchmarks/ingest.py measures the ceiling).
 FORWARD_BATCH = {("onnx", "cpu"): 4, ("torch", "cpu"): 4, ("onnx", "cuda"): 64, ("torch", "cuda"): 64}
-ONNX_TOLERANCE = 1e-3  # max abs difference of L2-normalised features between torch and ONNX
 
 
 @dataclass(frozen=True)
@@ -44,8 +42,11 @@ class EmbedderSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     description: str
-    weights_path: Callable[[], Path]
-    build_torch: Callable[[Path], object] = field(repr=False)
+    weights_path: Callable[[], Path] | None = None  # a trained network's weights file
+    build_torch: Callable[[Path], object] | None = field(default=None, repr=False)
+    # An embedder that is not a torch network: returns a function from normalised (N, 3, S, S) batches to features.
+    make_runner: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = field(default=None, repr=False)
+    version: str | None = None  # the identity of an embedder without weights
 
     @property
     def preprocessing(self) -> str:
@@ -56,7 +57,9 @@ class EmbedderSpec:
         )
 
     def identity(self) -> str:
-        """`name@sha256-prefix-of-weights`: two embeddings compare only when identities match."""
+        """`name@sha256-prefix-of-weights` (or `name@version`): embeddings compare only when identities match."""
+        if self.weights_path is None:
+            return f"{self.name}@{self.version or 'v1'}"
         return f"{self.name}@{weights_digest(self.weights_path())[:12]}"
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
@@ -82,7 +85,7 @@ def get_embedder_spec(name: str) -> EmbedderSpec:
         return _REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
-        raise UnknownEmbedderError(f"unknown model {name!r}; choose one of: {known}") from None
+        raise UnknownEmbedderError(f"unknown embedder {name!r}; choose one of: {known}", "embedder") from None
 
 
 def embedder_names() -> list[str]:
@@ -141,6 +144,32 @@ register_embedder(
         description="EfficientNet-Lite0, ImageNet weights, 1280-d pooled features (default)",
         weights_path=_efficientnet_lite0_weights,
         build_torch=_build_efficientnet_lite0,
+    )
+)
+
+
+# --- colour layout: no model at all, for exercising pipelines ------------------------
+
+
+def _colour_layout_runner() -> Callable[[np.ndarray], np.ndarray]:
+    def run(batch: np.ndarray) -> np.ndarray:
+        # (N, 3, 32, 32) -> mean of each 4x4 block, centred per image: an 8x8 colour layout, 192 numbers.
+        blocks = batch.reshape(len(batch), 3, 8, 4, 8, 4).mean(axis=(3, 5)).reshape(len(batch), -1)
+        return (blocks - blocks.mean(axis=1, keepdims=True)).astype(np.float32)
+
+    return run
+
+
+register_embedder(
+    EmbedderSpec(
+        name="colour-layout",
+        dim=192,
+        input_size=32,
+        mean=(127.5, 127.5, 127.5),
+        std=(128.0, 128.0, 128.0),
+        description="8x8 colour layout, no model: instant, for testing pipelines, not for finding look-alikes",
+        make_runner=_colour_layout_runner,
+        version="v1",
     )
 )
 
@@ -271,11 +300,15 @@ class Embedder:
 def load_embedder(name: str = DEFAULT_EMBEDDER, device: str = "auto", engine: str = "auto") -> Embedder:
     """Load a registered embedder on `device` (auto, cpu, cuda) with `engine` (auto, onnx, torch)."""
     spec = get_embedder_spec(name)
+    if spec.make_runner is not None:
+        return Embedder(spec, spec.make_runner(), "numpy", "cpu")
     device = resolve_device(device)
     if engine == "auto":
         engine = "onnx" if _onnxruntime_installed() and device == "cpu" else "torch"
     if engine == "onnx":
-        return Embedder(spec, _onnx_runner(spec), "onnx", device)
+        from .onnx_export import onnx_runner
+
+        return Embedder(spec, onnx_runner(spec), "onnx", device)
     if engine == "torch":
         return Embedder(spec, _torch_runner(spec, device), "torch", device)
     raise EmbedderUnavailableError(f"unknown engine {engine!r}; choose auto, onnx or torch")
@@ -318,7 +351,8 @@ def _onnxruntime_installed() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def _cpu_threads() -> int:
+def cpu_threads() -> int:
+    """Threads the model may use: one per core."""
     return max(1, os.cpu_count() or 1)
 
 
@@ -332,95 +366,3 @@ def _torch_runner(spec: EmbedderSpec, device: str) -> Callable[[np.ndarray], np.
             return module(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 
     return run
-
-
-def onnx_model_path(spec: EmbedderSpec) -> Path:
-    """Where the ONNX export of `spec` is cached for this machine."""
-    return cache_dir() / "models" / f"{spec.name}-{weights_digest(spec.weights_path())[:12]}.onnx"
-
-
-def _onnx_runner(spec: EmbedderSpec) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime
-
-    path = ensure_onnx_export(spec)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = _cpu_threads()
-    options.log_severity_level = 3
-    # Idle ORT threads must sleep, not spin: during an ingest the decoding threads need those cores
-    # (12 MP ingest on 2 cores: 93 img/s without spinning, 81 with).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = [
-        p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()
-    ]
-    session = onnxruntime.InferenceSession(str(path), options, providers=providers[-1:])
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return session.run(None, {"pixels": batch})[0]
-
-    return run
-
-
-def ensure_onnx_export(spec: EmbedderSpec) -> Path:
-    """Export `spec` to ONNX once (verified against torch), and return the cached file."""
-    path = onnx_model_path(spec)
-    receipt = path.with_suffix(".json")
-    if path.is_file() and receipt.is_file() and _receipt_matches(path, receipt):
-        return path
-    export_onnx(spec, path)
-    return path
-
-
-def _receipt_matches(path: Path, receipt: Path) -> bool:
-    try:
-        recorded = json.loads(receipt.read_text())
-    except (OSError, ValueError):
-        return False
-    return recorded.get("sha256") == _file_sha256(path)
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def export_onnx(spec: EmbedderSpec, path: Path) -> None:
-    """Export the torch network to `path` atomically, after checking ONNX Runtime agrees with torch."""
-    import warnings
-
-    import onnxruntime
-    import torch
-
-    from .storage import atomic_write_bytes
-
-    module = spec.build_torch(spec.weights_path())
-    probe = np.random.default_rng(1338).integers(0, 256, (2, spec.input_size, spec.input_size, 3), dtype=np.uint8)
-    batch = spec.normalise(probe)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (torch.from_numpy(batch),),
-            str(scratch),
-            input_names=["pixels"],
-            output_names=["features"],
-            dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    try:
-        with torch.inference_mode():
-            expected = l2_normalise(module(torch.from_numpy(batch)).numpy())
-        session = onnxruntime.InferenceSession(str(scratch), providers=["CPUExecutionProvider"])
-        got = l2_normalise(session.run(None, {"pixels": batch})[0])
-        difference = float(np.abs(expected - got).max())
-        if difference > ONNX_TOLERANCE:
-            raise EmbedderUnavailableError(
-                f"the ONNX export of {spec.name} differs from torch by {difference:.2g}; use --engine torch"
-            )
-        data = scratch.read_bytes()
-    finally:
-        scratch.unlink(missing_ok=True)
-    atomic_write_bytes(path, data)
-    receipt = {"sha256": hashlib.sha256(data).hexdigest(), "max_abs_difference": difference, "torch": torch.__version__}
-    atomic_write_bytes(path.with_suffix(".json"), json.dumps(receipt, indent=2).encode())

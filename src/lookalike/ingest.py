@@ -1,11 +1,14 @@
 """Ingest: scan a folder, decode and embed new or changed files, store them in the catalog.
 
-Decoding (the expensive part for photos) runs in worker threads while the
-model runs on the previous batch; every batch is committed
-to the catalog as soon as it is embedded, so an interrupted run keeps
-everything it finished and the next run resumes where it stopped. Unchanged
-files (same path, size and mtime) are not read at all; a moved or copied file
-(same content hash as an indexed one) reuses the stored embedding.
+Three steps, so each can run where it fits best:
+- plan: scan the folder and diff it against the catalog (the scan queue holds what to process);
+  unchanged files (same path, size and mtime) are not read at all;
+- map: a pure function of a file, `map_files` (decode, hash, embed), that a thread, a process or
+  a cluster task can run; locally, decoding runs in worker threads while the model runs on the
+  previous batch;
+- commit: catalog writes, one transaction per batch as soon as it is embedded, so an interrupted
+  run keeps everything it finished and the next run resumes where it stopped. A moved or copied
+  file (same content hash as an indexed one) reuses the stored embedding instead.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .embedders import Embedder
 from .errors import ImageDecodeError
 from .files import FileEntry, scan_images
 from .images import DecodedImage, decode_file
+from .scan_queue import ScanQueue
 
 SCAN_CHUNK = 1000
 INLINE_LIMIT = 8  # below this many files, decoding threads cost more than they save
@@ -89,6 +93,7 @@ class Ingester:
         self.on_progress = on_progress or (lambda done, total: None)
         self.on_skip = on_skip or (lambda path, reason: None)
         self.report = IngestReport()
+        self.queue = ScanQueue(catalog)
         self._embedder: Embedder | None = None
 
     def run(self, root: str) -> IngestReport:
@@ -96,9 +101,9 @@ class Ingester:
         started = time.perf_counter()
         root = os.path.abspath(root)
         try:
-            self._scan(root)
+            self.plan(root)
             self._process()
-            self.report.removed = self.catalog.remove_images(r.id for r in self.catalog.unseen_under(root))
+            self.report.removed = self.catalog.remove_images(r.id for r in self.queue.unseen_under(root))
         except KeyboardInterrupt:
             self.report.interrupted = True
             raise
@@ -106,11 +111,11 @@ class Ingester:
             self.report.seconds = time.perf_counter() - started
         return self.report
 
-    # --- scanning ----------------------------------------------------------------
+    # --- plan: scan and diff ---------------------------------------------------------
 
-    def _scan(self, root: str) -> None:
-        """Record every file seen, and queue the new or changed ones, in the catalog's scan tables."""
-        self.catalog.begin_scan()
+    def plan(self, root: str) -> int:
+        """Record every file seen, and queue the new or changed ones; return how many are queued."""
+        self.queue.begin()
         seen: list[str] = []
         todo: list[tuple[str, int, int]] = []
         scan_errors: list[tuple[str, str]] = []
@@ -125,19 +130,20 @@ class Ingester:
             else:
                 todo.append((entry.path, entry.size, entry.mtime_ns))
             if len(seen) >= SCAN_CHUNK:
-                self.catalog.record_scan(seen, todo)
+                self.queue.record(seen, todo)
                 seen, todo = [], []
-        self.catalog.record_scan(seen + [path for path, _ in scan_errors], todo)
+        self.queue.record(seen + [path for path, _ in scan_errors], todo)
         for path, reason in scan_errors:
             self._skip(FileEntry(path, 0, 0), reason)
+        return self.queue.todo_count()
 
-    # --- decoding and embedding ---------------------------------------------------
+    # --- map (decode, embed) and commit ----------------------------------------------
 
     def _process(self) -> None:
-        total = self.catalog.todo_count()
+        total = self.queue.todo_count()
         batch: list[_Pending] = []
         self.on_progress(0, total)
-        todo = (FileEntry(path, size, mtime) for path, size, mtime in self.catalog.iter_todo())
+        todo = (FileEntry(path, size, mtime) for path, size, mtime in self.queue.iter_todo())
         for done, (entry, outcome) in enumerate(self._decode_all(todo, total), 1):
             if isinstance(outcome, ImageDecodeError):
                 self._skip(entry, outcome.reason)
@@ -161,13 +167,13 @@ class Ingester:
         """
         if total < INLINE_LIMIT or self.workers <= 1:
             for entry in todo:
-                yield entry, _decode_job(entry.path, self.input_size)
+                yield entry, decode_entry(entry.path, self.input_size)
             return
         window: deque[tuple[FileEntry, Future]] = deque()
         with ThreadPoolExecutor(self.workers, thread_name_prefix="lookalike-decode") as pool:
             try:
                 for entry in todo:
-                    window.append((entry, pool.submit(_decode_job, entry.path, self.input_size)))
+                    window.append((entry, pool.submit(decode_entry, entry.path, self.input_size)))
                     if len(window) >= self.workers * READ_AHEAD:
                         done, future = window.popleft()
                         yield done, future.result()
@@ -184,7 +190,7 @@ class Ingester:
         if not matches:
             return False
         same_place = next((m for m in matches if m.path == entry.path), None)
-        moved_from = same_place or next((m for m in matches if not self.catalog.was_seen(m.path)), None)
+        moved_from = same_place or next((m for m in matches if not self.queue.was_seen(m.path)), None)
         if moved_from is not None:
             self.catalog.move_image(moved_from.id, entry.path, entry.size, entry.mtime_ns)
             if same_place is None:
@@ -218,10 +224,38 @@ def _new_image(entry: FileEntry, decoded: DecodedImage, vector: np.ndarray) -> N
     return NewImage(entry.path, entry.size, entry.mtime_ns, decoded.content_hash, decoded.width, decoded.height, vector)
 
 
-def _decode_job(path: str, input_size: int) -> DecodedImage | ImageDecodeError:
+def decode_entry(path: str, input_size: int) -> DecodedImage | ImageDecodeError:
+    """Decode one file for the model; a file that cannot be decoded gives its error (returned, not raised)."""
     try:
         return decode_file(path, input_size)
     except ImageDecodeError as error:
         return error
     except Exception as error:  # noqa: BLE001 - one bad file must never stop the run
         return ImageDecodeError(path, f"unexpected decoder failure: {type(error).__name__}: {error}")
+
+
+@dataclass(frozen=True)
+class MappedImage:
+    """The map step's result for one file: its facts and embedding, or why it was skipped. Picklable."""
+
+    entry: FileEntry
+    content_hash: str = ""
+    width: int = 0
+    height: int = 0
+    vector: np.ndarray | None = None
+    error: str | None = None
+
+
+def map_files(entries: list[FileEntry], embedder: Embedder, input_size: int) -> list[MappedImage]:
+    """Decode and embed files: a pure function of the files, for a worker process or a cluster task."""
+    decoded = [(entry, decode_entry(entry.path, input_size)) for entry in entries]
+    good = [(entry, image) for entry, image in decoded if isinstance(image, DecodedImage)]
+    vectors = embedder.embed(np.stack([image.pixels for _, image in good])) if good else []
+    mapped = {
+        entry.path: MappedImage(entry, image.content_hash, image.width, image.height, vector)
+        for (entry, image), vector in zip(good, vectors)
+    }
+    return [
+        mapped.get(entry.path) or MappedImage(entry, error=getattr(image, "reason", "not decoded"))
+        for entry, image in decoded
+    ]

@@ -9,13 +9,18 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import ImageDecodeError
 from .images import open_image, read_file_bytes
 from .search import QueryResult
-from .storage import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .tune import TuneResult
+from .storage import atomic_write_bytes, atomic_write_with
 
 THUMB = 176
 CAPTION = 34
@@ -128,3 +133,57 @@ def _figure(path: str, label: str, css_class: str, size: int) -> str:
 def write_html(results: Sequence[QueryResult], out: str | os.PathLike) -> None:
     """Write `render_html` atomically to `out`."""
     atomic_write_bytes(Path(out), render_html(results).encode("utf-8"))
+
+
+# --- the tuning plot -------------------------------------------------------------------------------------------
+
+
+def write_plot(result: TuneResult, path: str | Path) -> None:
+    """A PNG of recall@k against single-query latency (log scale), with the target and the chosen point."""
+    width, height, left, right, top, bottom = 760, 480, 70, 30, 40, 60
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    points = result.points
+    latencies = [max(p.p50_ms, 1e-3) for p in points] or [1.0]
+    low = 10 ** np.floor(np.log10(min(latencies)))
+    high = 10 ** np.ceil(np.log10(max(latencies) * 1.01))
+    floor = min([p.recall for p in points] + [result.target_recall]) if points else 0.0
+    floor = max(0.0, np.floor(floor * 10) / 10)
+
+    def xy(latency: float, recall: float) -> tuple[float, float]:
+        x = (np.log10(max(latency, 1e-3)) - np.log10(low)) / max(1e-9, np.log10(high) - np.log10(low))
+        y = (recall - floor) / max(1e-9, 1.0 - floor)
+        return left + x * (width - left - right), height - bottom - y * (height - top - bottom)
+
+    grey, dark = (200, 200, 200), (40, 40, 40)
+    draw.rectangle((left, top, width - right, height - bottom), outline=dark)
+    decade = low
+    while decade <= high * 1.0001:
+        x, _ = xy(decade, floor)
+        draw.line((x, top, x, height - bottom), fill=grey)
+        draw.text((x - 12, height - bottom + 6), f"{decade:g}", fill=dark)
+        decade *= 10
+    for i in range(11):
+        recall = floor + (1.0 - floor) * i / 10
+        _, y = xy(low, recall)
+        draw.line((left, y, width - right, y), fill=grey)
+        draw.text((8, y - 6), f"{recall:.2f}", fill=dark)
+    _, target_y = xy(low, result.target_recall)
+    draw.line((left, target_y, width - right, target_y), fill=(200, 60, 60), width=2)
+    draw.text((width - right - 120, target_y - 16), f"target {result.target_recall:g}", fill=(200, 60, 60))
+    coords = [xy(p.p50_ms, p.recall) for p in points]
+    if len(coords) > 1:
+        draw.line(coords, fill=(50, 90, 200), width=2)
+    for point, (x, y) in zip(points, coords):
+        chosen = result.chosen is not None and point.value == result.chosen.value
+        r = 6 if chosen else 4
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(230, 140, 20) if chosen else (50, 90, 200))
+        draw.text((x + 6, y + 4), str(point.value), fill=dark)
+    draw.text(
+        (left, 12),
+        f"{result.factory}: recall@{result.k} vs single-query p50 latency, {result.count} vectors, "
+        f"{result.queries} queries ({result.param})",
+        fill=dark,
+    )
+    draw.text((width // 2 - 60, height - 24), "p50 latency (ms, log scale)", fill=dark)
+    atomic_write_with(path, lambda scratch: image.save(scratch, format="PNG"))

@@ -1,12 +1,31 @@
-"""Search results: turning Faiss (score, id) rows into hits that name catalog rows."""
+"""Search results and the search pipeline's seams: queries with several views, fusion, re-ranking stages.
+
+A query reaches the index as one or more vectors (its *views*: the whole picture today; regions,
+turns and mirrors of it once a region stage proposes them). The index returns (score, vector id)
+rows; vector ids are image ids today, and `fuse_views` keeps each image's best score over every
+view of the query, so a stage that adds views or an index holding several vectors per image
+changes nothing downstream. Stages then receive the query (with where its pixels come from) and
+its hits, and may re-rank them (geometric verification does).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from .catalog import Catalog
+from .errors import InvalidArgumentError
+
+MAX_K = 10_000  # results per query, for every shell
+
+
+def check_k(k: int) -> None:
+    """InvalidArgumentError unless 1 <= k <= MAX_K."""
+    if not 1 <= k <= MAX_K:
+        raise InvalidArgumentError(f"the number of results must be between 1 and {MAX_K}, not {k}", "k")
 
 
 @dataclass(frozen=True)
@@ -17,7 +36,7 @@ class Hit:
     path: str
     score: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON shape shared by the CLI and the HTTP API."""
         return {"id": self.id, "path": self.path, "score": round(float(self.score), 6)}
 
@@ -30,9 +49,56 @@ class QueryResult:
     hits: list[Hit] = field(default_factory=list)
     query_id: int | None = None  # set when the query is an indexed image
 
-    def to_dict(self) -> dict:
-        """`{"query": ..., "results": [...]}`, the contract of `lookalike search --json`."""
+    def to_dict(self) -> dict[str, Any]:
+        """`{"query": ..., "results": [...]}`, the contract of `lookalike search --json` and the HTTP API."""
         return {"query": self.query, "results": [hit.to_dict() for hit in self.hits]}
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query on its way through the pipeline: its views' vectors and where its pixels come from."""
+
+    label: str
+    vectors: np.ndarray  # (views, dim), the whole picture first
+    source: str | bytes | None = None  # the file path or the uploaded bytes; None for a stored embedding
+    query_id: int | None = None  # set when the query is an indexed image
+
+
+class Stage(Protocol):
+    """A step after the index: sees the query and its hits (best first), returns them re-ranked or filtered."""
+
+    def __call__(self, query: Query, hits: list[Hit]) -> list[Hit]: ...
+
+
+VectorOwners = Callable[[np.ndarray], np.ndarray]
+
+
+def fuse_views(
+    scores: np.ndarray, ids: np.ndarray, views: Sequence[int], k: int, owners: VectorOwners | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge the result rows of each query's views: per image, its best score; the k best images first.
+
+    `scores`/`ids` hold one row per view, the views of query i being the next `views[i]` rows. `owners` maps
+    vector ids to image ids (identity when each image has one vector). Returns (len(views), k) arrays padded
+    with id -1 and score -inf, as the index returns them.
+    """
+    out_scores = np.full((len(views), k), -np.inf, dtype=np.float32)
+    out_ids = np.full((len(views), k), -1, dtype=np.int64)
+    start = 0
+    for row, count in enumerate(views):
+        block_ids = ids[start : start + count].ravel()
+        block_scores = scores[start : start + count].ravel()
+        start += count
+        valid = block_ids >= 0
+        images = owners(block_ids[valid]) if owners is not None else block_ids[valid]
+        order = np.argsort(-block_scores[valid], kind="stable")
+        best: dict[int, float] = {}
+        for image, score in zip(images[order], block_scores[valid][order]):
+            best.setdefault(int(image), float(score))
+        ranked = list(best.items())[:k]
+        out_ids[row, : len(ranked)] = [image for image, _ in ranked]
+        out_scores[row, : len(ranked)] = [score for _, score in ranked]
+    return out_scores, out_ids
 
 
 def hits_from_rows(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
@@ -44,4 +110,11 @@ def hits_from_rows(catalog: Catalog, scores: np.ndarray, ids: np.ndarray) -> lis
     ]
 
 
-__all__ = ["Hit", "QueryResult", "hits_from_rows"]
+def run_stages(stages: Sequence[Stage], query: Query, hits: list[Hit]) -> list[Hit]:
+    """Pass the hits through each stage in turn."""
+    for stage in stages:
+        hits = stage(query, hits)
+    return hits
+
+
+__all__ = ["MAX_K", "Hit", "Query", "QueryResult", "Stage", "check_k", "fuse_views", "hits_from_rows", "run_stages"]

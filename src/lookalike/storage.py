@@ -1,18 +1,25 @@
-"""Durable file writes: temp file in the same folder, fsync, rename, fsync the folder.
+"""Files of a collection folder: durable writes, checksums, fingerprints and the update lock.
 
-A reader sees either the old file or the new one, never half of one, whatever
-kills the writer (Ctrl-C, kill -9, a full disk, a power cut).
+Writes go to a temp file in the same folder, are fsynced, renamed over the old
+file, and the folder is fsynced: a reader sees either the old file or the new
+one, never half of one, whatever kills the writer (Ctrl-C, kill -9, a full
+disk, a power cut). One lock file keeps two processes from updating a folder at
+once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import StorageError
+from .errors import BusyError, StorageError
+
+LOCK_FILE = ".lock"
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
@@ -60,3 +67,48 @@ def file_checksum(path: Path | str) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_fingerprint(path: Path | str) -> dict[str, int]:
+    """size, mtime, ctime and inode of a file: any write, truncation, replacement or copy changes one of them.
+
+    ctime cannot be set from user space (unlike mtime), so a file changed in place after its checksum
+    was recorded does not keep a matching fingerprint.
+    """
+    info = os.stat(path)
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ctime_ns": info.st_ctime_ns, "inode": info.st_ino}
+
+
+class FolderLock:
+    """The update lock of one folder (an flock on its lock file), re-entrant within one holder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def hold(self, required: bool = True) -> Iterator[bool]:
+        """Hold the lock; yields False when another process has it and it is not `required` (else BusyError)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield True
+            finally:
+                self._depth -= 1
+            return
+        with open(self.folder / LOCK_FILE, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if required:
+                    raise BusyError(
+                        f"another lookalike process is updating {self.folder}; wait for it to finish"
+                    ) from None
+                yield False
+                return
+            self._depth = 1
+            try:
+                yield True
+            finally:
+                self._depth = 0
+                fcntl.flock(handle, fcntl.LOCK_UN)

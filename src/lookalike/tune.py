@@ -1,15 +1,16 @@
-"""Tuning: measure recall against speed on the collection's own vectors and keep the best setting.
+"""Tuning: measure recall against speed on the collection's own vectors and choose the best setting.
 
-`tune_collection` holds out a seeded sample of the stored embeddings as queries, computes their exact
-neighbours by streaming every stored vector (no second index in memory), then sweeps the index's
+A pure measurement: `Collection.tune` stores what it chooses. `measure_collection` holds out a
+seeded sample of the stored embeddings as queries, computes their exact neighbours
+by streaming every stored vector (no second index in memory), then sweeps the index's
 search-time knob (nprobe for IVF kinds, efSearch for HNSW) and measures recall@k and latency at each
 value. The queries are themselves in the collection: each query's own id is dropped from both the exact
 neighbours and the index's results, so recall@k is about its k nearest *other* images. Latency is
 single-query (one query per search call, as `lookalike search` with one image runs it; p50 and p99),
 and the batch time per query (all queries in one call) is reported beside it.
 
-The fastest operating point whose recall@k meets the target is stored in the catalog as
-"search_defaults" (and in the manifest), which every later search uses unless told otherwise. Search
+The fastest operating point whose recall@k meets the target is chosen; `Collection.tune` stores it
+as the collection's search default, which every later search uses unless told otherwise. Search
 cost grows with the knob, so "fastest" is the smallest value meeting the target: that is robust to
 timing noise where two measured latencies are close. When no value meets the target, the best-recall
 point is stored and `TuneResult.met` is False.
@@ -17,18 +18,19 @@ point is stored and `TuneResult.met` is False.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import faiss
 import numpy as np
 
-from .errors import LookalikeError
-from .index import VectorIndex, _find_hnsw, _find_ivf
+from .catalog import Catalog
+from .errors import InvalidArgumentError
+from .index import VectorIndex, find_hnsw, find_ivf
+from .planner import DEFAULT_TARGET_RECALL
 
-DEFAULT_TARGET_RECALL = 0.95
 DEFAULT_QUERIES = 500
 LATENCY_QUERIES = 200  # queries timed one by one at each point
 HNSW_EF_VALUES = (16, 32, 64, 128, 256, 512, 1024)
@@ -89,20 +91,44 @@ class TuneResult:
         data["frontier"] = [asdict(p) for p in self.frontier()]
         return data
 
+    def summary(self) -> dict[str, Any]:
+        """What the collection stores of this run beside the chosen setting."""
+        chosen = self.chosen
+        return {
+            "factory": self.factory,
+            "count": self.count,
+            "k": self.k,
+            "target_recall": self.target_recall,
+            "recall": round(chosen.recall, 4) if chosen else None,
+            "p50_ms": round(chosen.p50_ms, 3) if chosen else None,
+            "met": self.met,
+            "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+    def as_stored(self) -> TuneResult:
+        """This result, marked as kept as the collection's search default."""
+        return replace(self, stored=True)
+
 
 def sweep_values(index: VectorIndex) -> tuple[str, list[int]]:
     """The knob of this index and the values to try: 1, 2, 4, ... nlist, or 16 .. 1024 for HNSW."""
-    ivf = _find_ivf(index.index)
+    ivf = find_ivf(index.index)
     if ivf is not None:
         nlist = int(ivf.nlist)
         values = [v for v in (2**i for i in range(32)) if v < nlist] + [nlist]
         return "nprobe", values
-    if _find_hnsw(index.index) is not None:
+    if find_hnsw(index.index) is not None:
         return "efSearch", list(HNSW_EF_VALUES)
     return "", []
 
 
-def exact_neighbours(batches, queries: np.ndarray, query_ids: np.ndarray, k: int, metric: str = "cosine") -> np.ndarray:
+def exact_neighbours(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    queries: np.ndarray,
+    query_ids: np.ndarray,
+    k: int,
+    metric: str = "cosine",
+) -> np.ndarray:
     """Ids of each query's k nearest stored vectors other than itself, by streaming (ids, vectors) batches.
 
     Cosine ranks by inner product; l2 by squared distance (the same order for the unit vectors lookalike
@@ -231,130 +257,50 @@ def sample_query_ids(all_ids: np.ndarray, count: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(all_ids, size=count, replace=False))
 
 
-def tune_collection(
-    collection,
-    target_recall: float = DEFAULT_TARGET_RECALL,
+def measure_collection(
+    index: VectorIndex,
+    catalog: Catalog,
+    factory: str,
+    metric: str,
+    target_recall: float | None = None,
     k: int = 10,
-    queries: int = DEFAULT_QUERIES,
+    queries: int | None = None,
     seed: int = 0,
-    store: bool = True,
     latency_queries: int = LATENCY_QUERIES,
     full: bool = False,
 ) -> TuneResult:
-    """Tune the collection's current index on its own stored embeddings; store the chosen point if `store`.
+    """Measure `index` on a seeded sample of the catalog's own stored embeddings; choose, store nothing.
 
-    `collection` is a lookalike.Collection. Raises LookalikeError on bad arguments, an empty collection,
-    or an index rebuilt by another process while tuning ran (run again).
+    InvalidArgumentError on bad arguments or a collection of fewer than 2 images.
     """
+    target_recall = DEFAULT_TARGET_RECALL if target_recall is None else target_recall
+    queries = DEFAULT_QUERIES if queries is None else queries
     if not 0.0 < target_recall <= 1.0:
-        raise LookalikeError(f"--target-recall must be in (0, 1], not {target_recall}")
+        raise InvalidArgumentError(f"the target recall must be in (0, 1], not {target_recall}", "target_recall")
     if k < 1:
-        raise LookalikeError(f"-k must be at least 1, not {k}")
+        raise InvalidArgumentError(f"recall is measured at k >= 1, not {k}", "k")
     if queries < 1:
-        raise LookalikeError(f"--queries must be at least 1, not {queries}")
-    catalog = collection.catalog
-    index = collection.index()
-    state_before = catalog.get_meta("index_state")
-    factory = collection.current_plan().factory
-    all_ids = np.fromiter(
-        (row[0] for row in catalog.connection.execute("SELECT image_id FROM embeddings ORDER BY image_id")),
-        dtype=np.int64,
-    )
+        raise InvalidArgumentError(f"tuning needs at least 1 query, not {queries}", "queries")
+    all_ids = catalog.embedding_ids()
     if len(all_ids) < 2:
-        raise LookalikeError("the collection needs at least 2 indexed images to tune its search")
+        raise InvalidArgumentError("the collection needs at least 2 indexed images to tune its search")
     k = min(k, len(all_ids) - 1)
     query_ids = sample_query_ids(all_ids, queries, seed)
     param, _ = sweep_values(index)
     if not param:
         return TuneResult(factory, len(all_ids), k, len(query_ids), target_recall, "")
     vectors = np.stack([catalog.embedding(int(i)) for i in query_ids])
-    truth = exact_neighbours(catalog.iter_embeddings(), vectors, query_ids, k, collection.metric)
-    tombstones = catalog.tombstones()
+    truth = exact_neighbours(catalog.iter_embeddings(), vectors, query_ids, k, metric)
     param, points = tune_index(
-        index, vectors, query_ids, truth, k, target_recall, tombstones, latency_queries=latency_queries, full=full
+        index,
+        vectors,
+        query_ids,
+        truth,
+        k,
+        target_recall,
+        catalog.tombstones(),
+        latency_queries=latency_queries,
+        full=full,
     )
     chosen, met = choose(points, target_recall)
-    result = TuneResult(factory, len(all_ids), k, len(query_ids), target_recall, param, points, chosen, met)
-    if store and chosen is not None:
-        store_defaults(collection, chosen, result, state_before)
-        result = TuneResult(**{**result.__dict__, "stored": True})
-    return result
-
-
-def store_defaults(collection, chosen: OperatingPoint, result: TuneResult, state_before: str | None) -> None:
-    """Record the chosen point as the collection's search defaults (catalog meta and manifest)."""
-    with collection._write_lock():
-        if collection.catalog.get_meta("index_state") != state_before:
-            raise LookalikeError("the index was rebuilt while tuning ran: run 'lookalike tune' again")
-        summary = {
-            "factory": result.factory,
-            "count": result.count,
-            "k": result.k,
-            "target_recall": result.target_recall,
-            "recall": round(chosen.recall, 4),
-            "p50_ms": round(chosen.p50_ms, 3),
-            "met": result.met,
-            "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        collection.catalog.set_meta(
-            {"search_defaults": json.dumps(chosen.setting), "search_tuning": json.dumps(summary)}
-        )
-        collection._write_manifest()
-
-
-# --- the plot -------------------------------------------------------------------------------------------
-
-
-def write_plot(result: TuneResult, path: str | Path) -> None:
-    """A PNG of recall@k against single-query latency (log scale), with the target and the chosen point."""
-    from PIL import Image, ImageDraw
-
-    from .storage import atomic_write_with
-
-    width, height, left, right, top, bottom = 760, 480, 70, 30, 40, 60
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    points = result.points
-    latencies = [max(p.p50_ms, 1e-3) for p in points] or [1.0]
-    low = 10 ** np.floor(np.log10(min(latencies)))
-    high = 10 ** np.ceil(np.log10(max(latencies) * 1.01))
-    floor = min([p.recall for p in points] + [result.target_recall]) if points else 0.0
-    floor = max(0.0, np.floor(floor * 10) / 10)
-
-    def xy(latency: float, recall: float) -> tuple[float, float]:
-        x = (np.log10(max(latency, 1e-3)) - np.log10(low)) / max(1e-9, np.log10(high) - np.log10(low))
-        y = (recall - floor) / max(1e-9, 1.0 - floor)
-        return left + x * (width - left - right), height - bottom - y * (height - top - bottom)
-
-    grey, dark = (200, 200, 200), (40, 40, 40)
-    draw.rectangle((left, top, width - right, height - bottom), outline=dark)
-    decade = low
-    while decade <= high * 1.0001:
-        x, _ = xy(decade, floor)
-        draw.line((x, top, x, height - bottom), fill=grey)
-        draw.text((x - 12, height - bottom + 6), f"{decade:g}", fill=dark)
-        decade *= 10
-    for i in range(11):
-        recall = floor + (1.0 - floor) * i / 10
-        _, y = xy(low, recall)
-        draw.line((left, y, width - right, y), fill=grey)
-        draw.text((8, y - 6), f"{recall:.2f}", fill=dark)
-    _, target_y = xy(low, result.target_recall)
-    draw.line((left, target_y, width - right, target_y), fill=(200, 60, 60), width=2)
-    draw.text((width - right - 120, target_y - 16), f"target {result.target_recall:g}", fill=(200, 60, 60))
-    coords = [xy(p.p50_ms, p.recall) for p in points]
-    if len(coords) > 1:
-        draw.line(coords, fill=(50, 90, 200), width=2)
-    for point, (x, y) in zip(points, coords):
-        chosen = result.chosen is not None and point.value == result.chosen.value
-        r = 6 if chosen else 4
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=(230, 140, 20) if chosen else (50, 90, 200))
-        draw.text((x + 6, y + 4), str(point.value), fill=dark)
-    draw.text(
-        (left, 12),
-        f"{result.factory}: recall@{result.k} vs single-query p50 latency, {result.count} vectors, "
-        f"{result.queries} queries ({result.param})",
-        fill=dark,
-    )
-    draw.text((width // 2 - 60, height - 24), "p50 latency (ms, log scale)", fill=dark)
-    atomic_write_with(path, lambda scratch: image.save(scratch, format="PNG"))
+    return TuneResult(factory, len(all_ids), k, len(query_ids), target_recall, param, points, chosen, met)

@@ -1,0 +1,64 @@
+"""What `lookalike info` and `GET /api/stats` show: a collection's counts, settings and sizes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .catalog import CATALOG_FILE, Catalog
+from .index import INDEX_FILE
+from .index_store import IndexStore
+from .settings import MANIFEST_FILE, read_settings
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """Counts and settings of a collection: `lookalike info --json` and `GET /api/stats` print `to_dict()`."""
+
+    folder: str
+    images: int
+    skipped: int
+    tombstones: int
+    embedder: str
+    dim: int
+    metric: str
+    index_kind: str
+    index_factory: str
+    index_vectors: int
+    search_params: dict
+    bytes_on_disk: dict
+    skipped_files: list[tuple[str, str]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of a collection's numbers, one for every shell."""
+        data = asdict(self)
+        data["skipped_files"] = [{"path": p, "reason": r} for p, r in self.skipped_files]
+        return data
+
+
+def describe(folder: Path, catalog: Catalog, store: IndexStore) -> CollectionInfo:
+    """The numbers of the collection in `folder`."""
+    settings = read_settings(catalog)
+    plan = settings.index_plan or store.planned()
+    sizes = {}
+    for name in (INDEX_FILE, CATALOG_FILE, f"{CATALOG_FILE}-wal", MANIFEST_FILE):
+        path = folder / name
+        if path.exists():
+            sizes[name] = path.stat().st_size
+    skipped = [(r.path, r.error or "") for r in catalog.skipped_images()]
+    return CollectionInfo(
+        folder=str(folder),
+        images=catalog.count("indexed"),
+        skipped=len(skipped),
+        tombstones=len(catalog.tombstones()),
+        embedder=settings.embedder_id,
+        dim=settings.dim,
+        metric=settings.metric,
+        index_kind=plan.kind,
+        index_factory=plan.factory,
+        index_vectors=settings.index_state.count if settings.index_state else 0,
+        search_params=settings.search_defaults,
+        bytes_on_disk=sizes,
+        skipped_files=skipped,
+    )

@@ -1,0 +1,66 @@
+"""The scan's work queue: what a scan saw and what it left to process, in the catalog's temporary tables.
+
+A scan of a million files would hold a million paths in RAM; SQLite temporary tables (private to the
+connection, gone when it closes) hold them on disk instead, and let the diff against the catalog
+(moved files, files gone since the last scan) run as SQL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+from .catalog import IMAGE_COLUMNS, Catalog, ImageRecord, decode_path, encode_path, record_from_row
+
+
+class ScanQueue:
+    """The temporary tables `seen` and `todo` of one catalog connection."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def begin(self) -> None:
+        """Start recording what a scan sees and what it must process (temporary tables, not RAM)."""
+        self.catalog.connection.execute("CREATE TEMP TABLE IF NOT EXISTS seen (path BLOB PRIMARY KEY)")
+        self.catalog.connection.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS todo (row INTEGER PRIMARY KEY, path BLOB, size INTEGER, mtime_ns INTEGER)"
+        )
+        self.catalog.connection.execute("DELETE FROM temp.seen")
+        self.catalog.connection.execute("DELETE FROM temp.todo")
+
+    def record(self, seen: Iterable[str], todo: Iterable[tuple[str, int, int]] = ()) -> None:
+        """Remember paths that exist now, and the (path, size, mtime_ns) of files to process."""
+        with self.catalog.transaction():
+            self.catalog.connection.executemany(
+                "INSERT OR IGNORE INTO temp.seen (path) VALUES (?)", ((encode_path(p),) for p in seen)
+            )
+            self.catalog.connection.executemany(
+                "INSERT INTO temp.todo (path, size, mtime_ns) VALUES (?, ?, ?)",
+                ((encode_path(p), size, mtime) for p, size, mtime in todo),
+            )
+
+    def todo_count(self) -> int:
+        """How many files the current scan left to process."""
+        return self.catalog.connection.execute("SELECT count(*) FROM temp.todo").fetchone()[0]
+
+    def iter_todo(self, batch_size: int = 1000) -> Iterator[tuple[str, int, int]]:
+        """Stream the scan's (path, size, mtime_ns) to process, in scan order, `batch_size` rows per query."""
+        query = "SELECT row, path, size, mtime_ns FROM temp.todo WHERE row > ? ORDER BY row LIMIT ?"
+        for rows in self.catalog.pages(query, 0, batch_size):
+            for row in rows:
+                yield decode_path(row[1]), row[2], row[3]
+
+    def was_seen(self, path: str) -> bool:
+        """True when the current scan saw a file at `path`."""
+        row = self.catalog.connection.execute("SELECT 1 FROM temp.seen WHERE path = ?", (encode_path(path),)).fetchone()
+        return row is not None
+
+    def unseen_under(self, root: str) -> list[ImageRecord]:
+        """Rows under `root` whose files the scan did not see (deleted or moved away)."""
+        prefix = encode_path(os.path.join(root, ""))
+        rows = self.catalog.connection.execute(
+            f"SELECT {IMAGE_COLUMNS} FROM images WHERE substr(path, 1, ?) = ?"
+            " AND path NOT IN (SELECT path FROM temp.seen) ORDER BY id",
+            (len(prefix), prefix),
+        )
+        return [record_from_row(row) for row in rows]
