@@ -87,7 +87,8 @@
       const model = String(s.embedder || "").split("@")[0] || "unknown model";
       const parts = [plural(s.images, "image")];
       if (s.skipped) parts.push(s.skipped.toLocaleString() + " skipped");
-      parts.push(model, s.index_factory + " index (" + plural(s.vectors, "vector") + ")", formatBytes(s.bytes_on_disk));
+      const bytes = Object.values(s.bytes_on_disk || {}).reduce((sum, size) => sum + size, 0);
+      parts.push(model, s.index_factory + " index (" + plural(s.index_vectors, "vector") + ")", formatBytes(bytes));
       els.stats.textContent = parts.join(" · ");
       els.stats.title = s.embedder + ", " + s.dim + "-d, " + s.metric;
       return true;

@@ -1,0 +1,5 @@
+"""`python -m lookalike.cli`."""
+
+from . import main
+
+main()

@@ -1,0 +1,115 @@
+"""`lookalike index` and `lookalike reindex`: build and rebuild a collection."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from .common import (
+    MAX_SHOWN_SKIPS,
+    Progress,
+    collect_options,
+    device_option,
+    fail,
+    index_option,
+    index_options,
+    notice,
+    run,
+)
+
+
+@click.command()
+@click.argument("photo_dir", type=click.Path(file_okay=False))
+@index_option
+@click.option("--kind", help="flat, ivf, ivfpq, hnsw, auto (default) or any Faiss index_factory string.")
+@click.option("--model", help="Embedder for a new index (default efficientnet-lite0; see 'lookalike models').")
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), help="Similarity for a new index (default cosine).")
+@index_options
+@device_option
+@click.option("--workers", type=click.IntRange(1), help="Decoding processes (default: one per core).")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+def index(
+    photo_dir: str,
+    index_dir: str,
+    kind: str | None,
+    model: str | None,
+    metric: str | None,
+    nlist: int | None,
+    pq_m: int | None,
+    nbits: int | None,
+    hnsw_m: int | None,
+    ef_construction: int | None,
+    device: str,
+    workers: int | None,
+    batch_size: int,
+    quiet: bool,
+) -> None:
+    """Index every image under PHOTO_DIR (again: only new or changed files are embedded)."""
+    from ..collection import Collection
+
+    if not os.path.isdir(photo_dir):
+        fail(f"{photo_dir} is not a folder: give the folder of photos to index")
+    options = collect_options(nlist, pq_m, nbits, hnsw_m, ef_construction)
+    progress = Progress(not quiet)
+    skipped: list[tuple[str, str]] = []
+
+    def build() -> Any:
+        with Collection.create(index_dir, model=model, metric=metric, device=device, on_notice=notice) as collection:
+            report = collection.add_folder(
+                photo_dir,
+                kind=kind,
+                options=options or None,
+                on_progress=progress,
+                on_skip=lambda path, reason: skipped.append((path, reason)),
+                workers=workers,
+                batch_size=batch_size,
+            )
+            return report, collection.current_plan()
+
+    try:
+        report, plan = run(build)
+    finally:
+        progress.close()
+    if quiet:
+        return
+    from ..render import printable
+
+    for path, reason in report.skipped[:MAX_SHOWN_SKIPS]:
+        click.echo(f"skipped {printable(path)}: {reason}", err=True)
+    if len(report.skipped) > MAX_SHOWN_SKIPS:
+        click.echo(
+            f"... and {len(report.skipped) - MAX_SHOWN_SKIPS} more: see 'lookalike info --index {index_dir}'", err=True
+        )
+    click.echo(report.summary())
+    click.echo(f"index: {plan.factory} ({plan.kind}; {plan.reason})")
+
+
+@click.command()
+@index_option
+@click.option("--kind", required=True, help="flat, ivf, ivfpq, hnsw, auto or any Faiss index_factory string.")
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), help="Change the similarity measure.")
+@index_options
+def reindex(
+    index_dir: str,
+    kind: str,
+    metric: str | None,
+    nlist: int | None,
+    pq_m: int | None,
+    nbits: int | None,
+    hnsw_m: int | None,
+    ef_construction: int | None,
+) -> None:
+    """Rebuild the Faiss index from the stored embeddings (the CNN does not run)."""
+    from ..collection import Collection
+
+    options = collect_options(nlist, pq_m, nbits, hnsw_m, ef_construction)
+
+    def rebuild() -> Any:
+        with Collection.open(index_dir, on_notice=notice) as collection:
+            return collection.reindex(kind, metric, options or None), collection.info()
+
+    plan, info = run(rebuild)
+    click.echo(f"rebuilt: {plan.factory} ({plan.kind}; {plan.reason}) with {info.index_vectors} vectors")
