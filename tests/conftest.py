@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from lookalike.index import VectorIndex
+from seeded import COUNT, IDS, K, build, clustered_unit_vectors, make_collection, mixture
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,3 +57,43 @@ def embedder():
     from lookalike import load_embedder
 
     return load_embedder()
+
+
+# --- seeded vectors, shared by the index, planner and store tests ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    return clustered_unit_vectors(COUNT, seed=1)
+
+
+@pytest.fixture(scope="module")
+def queries() -> np.ndarray:
+    """New photos of the same kinds as the collection's (not in it)."""
+    return clustered_unit_vectors(200, seed=2)
+
+
+@pytest.fixture(scope="module")
+def built(vectors: np.ndarray) -> Callable[[str], VectorIndex]:
+    """The collection indexed as `kind`, built once per module (tests only search it)."""
+    cache: dict[str, VectorIndex] = {}
+
+    def get(kind: str) -> VectorIndex:
+        if kind not in cache:
+            cache[kind] = build(kind, vectors, IDS)
+        return cache[kind]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def exact(built: Callable[[str], VectorIndex], queries: np.ndarray) -> np.ndarray:
+    """The true top-K ids of every query, from the flat index."""
+    return built("flat").search(queries, K)[1]
+
+
+@pytest.fixture(scope="session")
+def ivf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tune") / "idx"
+    make_collection(folder, mixture(20_000), "ivf", {"nlist": 128})
+    return folder

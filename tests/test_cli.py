@@ -86,15 +86,15 @@ def test_reindex_changes_the_kind(index_copy: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["search", "{query}", "--index", "{missing}"], "no lookalike index in"),
+        (["search", "{query}", "--index", "{missing}"], "no lookalike collection in"),
         (["search", "{text}", "--index", "{index}"], "not an image"),
         (["search", "{nothing}", "--index", "{index}"], "is not a file"),
         (["search", "--id", "424242", "--index", "{index}"], "no indexed image has id 424242"),
-        (["info", "--index", "{missing}"], "no lookalike index in"),
+        (["info", "--index", "{missing}"], "no lookalike collection in"),
         (["index", "{nothing}", "--index", "{index}"], "is not a folder"),
         (["index", "{photos}", "--index", "{index}", "--model", "resnet50"], "was built with efficientnet-lite0"),
         (["index", "{photos}", "--index", "{new}", "--kind", "IVF-nonsense"], "nor a Faiss factory string"),
-        (["index", "{photos}", "--index", "{new}", "--model", "vgg99"], "unknown model 'vgg99'"),
+        (["index", "{photos}", "--index", "{new}", "--model", "vgg99"], "unknown embedder 'vgg99'"),
         (["reindex", "--index", "{index}", "--kind", "ivfpq", "--m", "7"], "must divide the vector dimension"),
     ],
 )

@@ -82,7 +82,10 @@ def test_search_by_unknown_id_is_a_clear_error(built_index: Path) -> None:
 
 @pytest.mark.parametrize("k", [0, -1, 10_001])
 def test_k_out_of_range_is_refused(built_index: Path, k: int) -> None:
-    with Collection.open(built_index) as collection, pytest.raises(LookalikeError, match="-k must be between"):
+    with (
+        Collection.open(built_index) as collection,
+        pytest.raises(LookalikeError, match="number of results must be between"),
+    ):
         collection.search_ids([1], k=k)
 
 

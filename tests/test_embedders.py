@@ -12,8 +12,9 @@ from PIL import Image
 
 from lookalike import EmbedderUnavailableError, UnknownEmbedderError, load_embedder
 from lookalike.demo import SAMPLE_PHOTOS, sample_photo
-from lookalike.embedders import ensure_onnx_export, get_embedder_spec, onnx_model_path
+from lookalike.embedders import get_embedder_spec
 from lookalike.images import decode_file, open_image, read_file_bytes
+from lookalike.onnx_export import ensure_onnx_export, onnx_model_path
 
 MATE_PHOTOS = sorted(glob.glob("/usr/share/backgrounds/mate/nature/*.jpg"))
 
@@ -93,7 +94,7 @@ def test_the_onnx_export_is_cached_and_redone_when_damaged(embedder) -> None:
 
 
 def test_unknown_model_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownEmbedderError, match="choose one of: efficientnet-lite0, resnet50"):
+    with pytest.raises(UnknownEmbedderError, match="choose one of: colour-layout, efficientnet-lite0, resnet50"):
         load_embedder("vgg99")
 
 

@@ -7,101 +7,30 @@ photos), seeded so every run sees the same collection.
 
 from __future__ import annotations
 
-import math
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lookalike.errors import CorruptIndexError, IndexSpecError
-from lookalike.index import (
-    FLAT_LIMIT,
-    MIN_POINTS_PER_CENTROID,
-    IndexState,
-    VectorIndex,
-    plan_index,
+from lookalike.errors import IndexSpecError
+from lookalike.index import VectorIndex
+from lookalike.planner import plan_index
+from seeded import (
+    COUNT,
+    DIM,
+    IDS,
+    NOT_AN_ID,
+    PCA_HNSW,
+    PCA_IVF,
+    REFINE,
+    K,
+    best_first,
+    build,
+    clustered_unit_vectors,
+    recall_at_k,
 )
-from lookalike.storage import file_checksum
-
-DIM = 64
-COUNT = 5_000
-K = 10
-IDS = 7 + 3 * np.arange(COUNT, dtype=np.int64)  # catalog ids: not 0..n-1, as after deletions
-NOT_AN_ID = 8  # never added: 8 is not of the form 7 + 3i
-
-# Factory strings the tests use besides the kind names.
-PCA_IVF = "PCA32,IVF32,Flat"
-PCA_HNSW = "PCA32,HNSW16"  # a PreTransform under an IDMap: tombstones are filtered by over-fetching
-REFINE = "IVF64,Flat,RFlat"  # an IndexRefine over IVF: ids through an IDMap, nprobe through the refine
-
-
-def clustered_unit_vectors(count: int, seed: int, dim: int = DIM) -> np.ndarray:
-    """`count` unit vectors from one fixed mixture of 32 clusters on a 24-dimensional subspace."""
-    shape = np.random.default_rng(1338)
-    basis = np.linalg.qr(shape.standard_normal((dim, 24)))[0]
-    centres = shape.standard_normal((32, 24))
-    rng = np.random.default_rng(seed)
-    latent = centres[rng.integers(len(centres), size=count)] + 0.5 * rng.standard_normal((count, 24))
-    vectors = latent @ basis.T + 0.05 * rng.standard_normal((count, dim))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors.astype(np.float32)
-
-
-def build(kind: str, vectors: np.ndarray, ids: np.ndarray, metric: str = "cosine", **options: int) -> VectorIndex:
-    """Plan, create, train and fill an index the way the collection does."""
-    plan = plan_index(kind, len(vectors), vectors.shape[1], metric, options)
-    index = VectorIndex.create(plan, vectors.shape[1])
-    if not index.is_trained:
-        index.train(vectors[: plan.train_size])
-    index.add(ids, vectors)
-    return index
-
-
-def best_first(scores: np.ndarray) -> bool:
-    """Every row sorted from the highest score down (empty slots, -inf, last)."""
-    return bool((scores[:, :-1] >= scores[:, 1:]).all())
-
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean fraction of each row of `truth` present in the same row of `found`."""
-    return float(np.mean([len(set(f) & set(t)) / truth.shape[1] for f, t in zip(found, truth)]))
-
-
-@pytest.fixture(scope="module")
-def vectors() -> np.ndarray:
-    return clustered_unit_vectors(COUNT, seed=1)
-
-
-@pytest.fixture(scope="module")
-def queries() -> np.ndarray:
-    """New photos of the same kinds as the collection's (not in it)."""
-    return clustered_unit_vectors(200, seed=2)
-
-
-@pytest.fixture(scope="module")
-def built(vectors: np.ndarray) -> Callable[[str], VectorIndex]:
-    """The collection indexed as `kind`, built once per module (tests only search it)."""
-    cache: dict[str, VectorIndex] = {}
-
-    def get(kind: str) -> VectorIndex:
-        if kind not in cache:
-            cache[kind] = build(kind, vectors, IDS)
-        return cache[kind]
-
-    return get
-
-
-@pytest.fixture(scope="module")
-def exact(built: Callable[[str], VectorIndex], queries: np.ndarray) -> np.ndarray:
-    """The true top-K ids of every query, from the flat index."""
-    return built("flat").search(queries, K)[1]
-
 
 # --- exact search is the reference -------------------------------------------
 
@@ -152,108 +81,6 @@ def test_recall_against_exact_search(
     assert recalls[-1] >= floor, recalls
     assert recalls[0] < recalls[-1], f"{knob} did not reach Faiss: {recalls}"
     assert recall_at_k(index.search(queries, K)[1], exact) >= default_floor
-
-
-# --- plan_index ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("count", [0, 1, 5_000, FLAT_LIMIT])
-def test_auto_plans_exact_search_for_small_collections(count: int) -> None:
-    plan = plan_index("auto", count, DIM)
-
-    assert (plan.kind, plan.factory, plan.train_size) == ("flat", "Flat", 0)
-
-
-@pytest.mark.parametrize("count", [FLAT_LIMIT + 1, 100_000, 1_000_000])
-def test_auto_plans_ivf_sized_by_the_collection(count: int) -> None:
-    plan = plan_index("auto", count, DIM)
-    nlist = plan.params["nlist"]
-
-    assert plan.kind == "ivf"
-    assert plan.factory in (f"IVF{nlist},Flat", f"IVF{nlist}_HNSW32,Flat")  # HNSW coarse quantizer from 2048 lists
-    assert nlist * MIN_POINTS_PER_CENTROID <= count
-    assert plan.train_size >= nlist * MIN_POINTS_PER_CENTROID  # every centroid gets enough training points
-    if count >= 100_000:  # big enough for the sqrt rule not to be clamped
-        assert 4 * math.sqrt(count) <= nlist <= 16 * math.sqrt(count)
-
-
-@pytest.mark.parametrize(("count", "options"), [(500, {}), (2_000, {}), (2_000, {"nlist": 1024})])
-def test_nlist_is_clamped_so_every_centroid_can_be_trained(
-    count: int, options: dict[str, int], capfd: pytest.CaptureFixture[str]
-) -> None:
-    plan = plan_index("ivf", count, DIM, options=options)
-    assert 1 <= plan.params["nlist"] <= count // MIN_POINTS_PER_CENTROID
-    assert "clamped" in plan.reason
-
-    index = build("ivf", clustered_unit_vectors(count, seed=3), np.arange(count), **options)
-    # Faiss complains on stderr when a centroid has fewer than 39 training points.
-    assert "please provide at least" not in capfd.readouterr().err
-    assert index.count == count
-
-
-@pytest.mark.parametrize("count", [20, 100, 200])
-def test_ivfpq_code_size_is_clamped_for_tiny_collections(count: int) -> None:
-    plan = plan_index("ivfpq", count, DIM)
-    nbits = plan.params["nbits"]
-
-    assert 1 <= nbits < 8
-    assert 2**nbits <= count  # each PQ codebook has 2**nbits centroids to train on `count` points
-    assert plan.factory.endswith(f"x{nbits}")
-    index = build("ivfpq", clustered_unit_vectors(count, seed=4), np.arange(count))
-    assert index.count == count
-
-
-def test_ivfpq_keeps_8_bit_codes_for_a_large_collection() -> None:
-    plan = plan_index("ivfpq", 100_000, 128)
-
-    assert plan.params["nbits"] == 8
-    assert plan.factory == f"IVF{plan.params['nlist']},PQ{plan.params['m']}x8"
-
-
-@pytest.mark.parametrize("dim", [64, 96, 100, 128, 512])
-def test_default_pq_m_divides_the_dimension(dim: int) -> None:
-    m = plan_index("ivfpq", 50_000, dim).params["m"]
-
-    assert dim % m == 0
-
-
-def test_pq_m_must_divide_the_dimension() -> None:
-    with pytest.raises(IndexSpecError, match="m=7 must divide the vector dimension 64"):
-        plan_index("ivfpq", 50_000, 64, options={"m": 7})
-
-
-@pytest.mark.parametrize(
-    ("factory", "reason"),
-    [("Lookalike", "could not parse index string"), ("IVF64,Flatt", "could not parse"), ("PQ7", "multiple")],
-)
-def test_a_bad_factory_string_is_a_readable_error(factory: str, reason: str) -> None:
-    with pytest.raises(IndexSpecError) as caught:
-        plan_index(factory, 10_000, DIM)
-
-    message = str(caught.value)
-    assert repr(factory) in message
-    assert reason in message
-    assert "auto, flat, ivf, ivfpq, hnsw" in message  # what the user could have meant
-    for noise in ("Error in", ".cpp", "Traceback", "\n"):
-        assert noise not in message
-
-
-def test_a_factory_string_needing_more_vectors_than_the_collection_has() -> None:
-    with pytest.raises(IndexSpecError, match="needs at least 4096 vectors"):
-        plan_index("IVF4096,Flat", 1_000, DIM)
-
-
-def test_a_factory_string_plan_keeps_the_string_and_reports_nlist() -> None:
-    plan = plan_index(PCA_IVF, COUNT, DIM)
-
-    assert (plan.kind, plan.factory, plan.params) == ("factory", PCA_IVF, {"nlist": 32})
-    assert plan.train_size == COUNT
-
-
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", PCA_IVF])
-def test_an_unknown_metric_is_refused(kind: str) -> None:
-    with pytest.raises(IndexSpecError, match="unknown metric 'dot'"):
-        plan_index(kind, 10_000, DIM, metric="dot")
 
 
 # --- ids -------------------------------------------------------------------------
@@ -347,149 +174,6 @@ def test_l2_and_cosine_rank_unit_vectors_alike(vectors: np.ndarray, queries: np.
     np.testing.assert_allclose(l2_scores, np.einsum("qd,qkd->qk", queries, vectors[(l2_ids - 7) // 3]), atol=1e-4)
 
 
-# --- files -----------------------------------------------------------------------
-
-FILE_KINDS = ["flat", "ivf", "ivfpq", "hnsw", PCA_HNSW]
-
-
-def saved(index: VectorIndex, path: Path) -> IndexState:
-    """Save `index` and return what the catalog would record of it."""
-    return IndexState(index.save(path), index.count, index.dim, int(IDS.max()))
-
-
-@pytest.mark.parametrize("kind", FILE_KINDS)
-def test_a_saved_index_loads_with_identical_results(
-    built: Callable[[str], VectorIndex], queries: np.ndarray, tmp_path: Path, kind: str
-) -> None:
-    index = built(kind)
-    path = tmp_path / "index.faiss"
-    state = saved(index, path)
-
-    loaded = VectorIndex.load(path, state, "cosine")
-
-    assert state.checksum == file_checksum(path)
-    assert (loaded.count, loaded.dim, loaded.default_params()) == (COUNT, DIM, index.default_params())
-    tombstones = IDS[::7]
-    for before, after in [
-        (index.search(queries, K), loaded.search(queries, K)),
-        (index.search(queries, K, exclude=tombstones), loaded.search(queries, K, exclude=tombstones)),
-    ]:
-        np.testing.assert_array_equal(after[1], before[1])
-        np.testing.assert_array_equal(after[0], before[0])
-
-
-@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
-def test_an_mmapped_ivf_index_gives_the_same_results(
-    built: Callable[[str], VectorIndex], queries: np.ndarray, tmp_path: Path, kind: str
-) -> None:
-    index = built(kind)
-    path = tmp_path / "index.faiss"
-    state = saved(index, path)
-
-    mapped = VectorIndex.load(path, state, "cosine", mmap=True)
-
-    for options in ({}, {"nprobe": 1}, {"nprobe": 32}, {"exclude": IDS[::3]}):
-        np.testing.assert_array_equal(mapped.search(queries, K, **options)[1], index.search(queries, K, **options)[1])
-
-
-def test_an_mmapped_index_refuses_new_vectors_instead_of_aborting(tmp_path: Path) -> None:
-    # Faiss aborts the process when its read-only mapped lists are written to: try it in a child process.
-    script = textwrap.dedent(
-        f"""
-        from pathlib import Path
-        import numpy as np
-        from lookalike.errors import LookalikeError
-        from lookalike.index import IndexState, VectorIndex, plan_index
-
-        vectors = np.random.default_rng(1338).standard_normal((400, 16)).astype(np.float32)
-        index = VectorIndex.create(plan_index("ivf", 400, 16), 16)
-        index.train(vectors)
-        index.add(np.arange(400), vectors)
-        path = Path({str(tmp_path / "index.faiss")!r})
-        mapped = VectorIndex.load(path, IndexState(index.save(path), 400, 16, 399), "cosine", mmap=True)
-        try:
-            mapped.add(np.array([400]), vectors[:1])
-        except LookalikeError as error:
-            print("refused:", error)
-        """
-    )
-    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-
-    assert child.returncode == 0, child.stderr[-2000:]
-    assert "refused: " in child.stdout and "mmap" in child.stdout
-
-
-def flip_a_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        (flip_a_byte, "does not match the checksum"),
-        (truncate, "does not match the checksum"),
-        (Path.unlink, "is missing"),
-    ],
-)
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
-def test_a_damaged_file_is_refused(
-    built: Callable[[str], VectorIndex], tmp_path: Path, kind: str, damage: Callable[[Path], None], message: str
-) -> None:
-    path = tmp_path / "index.faiss"
-    state = saved(built(kind), path)
-    damage(path)
-
-    with pytest.raises(CorruptIndexError, match=message):
-        VectorIndex.load(path, state, "cosine")
-
-
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
-def test_a_truncated_file_is_refused_even_with_its_own_checksum(
-    built: Callable[[str], VectorIndex], tmp_path: Path, kind: str
-) -> None:
-    # As if the catalog had recorded a half-written file: Faiss itself must fail cleanly.
-    path = tmp_path / "index.faiss"
-    state = saved(built(kind), path)
-    truncate(path)
-
-    with pytest.raises(CorruptIndexError, match="cannot be read by Faiss") as caught:
-        VectorIndex.load(path, IndexState(file_checksum(path), state.count, state.dim, state.high_water), "cosine")
-    assert "Error in" not in str(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"count": COUNT - 1}, f"holds {COUNT} vectors of dim {DIM}; the catalog expected {COUNT - 1}"),
-        ({"count": COUNT + 1}, f"the catalog expected {COUNT + 1} of dim {DIM}"),
-        ({"dim": 128}, f"the catalog expected {COUNT} of dim 128"),
-    ],
-)
-def test_a_file_that_disagrees_with_the_catalog_is_refused(
-    built: Callable[[str], VectorIndex], tmp_path: Path, change: dict[str, int], message: str
-) -> None:
-    path = tmp_path / "index.faiss"
-    state = saved(built("ivf"), path)
-    recorded = IndexState(**{**state.__dict__, **change})
-
-    with pytest.raises(CorruptIndexError, match=message):
-        VectorIndex.load(path, recorded, "cosine")
-
-
-def test_a_file_built_for_another_metric_is_refused(built: Callable[[str], VectorIndex], tmp_path: Path) -> None:
-    path = tmp_path / "index.faiss"
-    state = saved(built("flat"), path)
-
-    with pytest.raises(CorruptIndexError, match="built for the cosine metric, not l2"):
-        VectorIndex.load(path, state, "l2")
-
-
 # --- k beyond the collection ---------------------------------------------------------
 
 
@@ -518,3 +202,33 @@ def test_an_empty_index_returns_only_empty_slots() -> None:
     assert index.count == 0
     assert (ids == -1).all() and ids.shape == (2, 5)
     assert np.isneginf(scores).all()
+
+
+# --- range search ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_range_search_returns_every_vector_above_the_score(
+    built: Callable[[str], VectorIndex], vectors: np.ndarray, queries: np.ndarray, kind: str
+) -> None:
+    threshold = 0.8
+    exact_scores = queries[:20] @ vectors.T
+    found = built(kind).range_search(queries[:20], threshold)
+    for row, (scores, ids) in enumerate(found):
+        want = set(IDS[exact_scores[row] >= threshold].tolist())
+        assert (scores >= threshold - 1e-5).all() and bool((scores[:-1] >= scores[1:]).all())
+        if kind == "flat":
+            assert set(ids.tolist()) == want
+        else:  # IVF visits only nprobe lists: a subset, never anything below the score
+            assert set(ids.tolist()) <= want
+
+
+def test_range_search_leaves_out_tombstones_and_rejects_kinds_without_it(
+    built: Callable[[str], VectorIndex], vectors: np.ndarray, queries: np.ndarray
+) -> None:
+    scores, ids = built("flat").range_search(queries[:1], 0.5)[0]
+    assert len(ids) > 2
+    _, kept = built("flat").range_search(queries[:1], 0.5, exclude=ids[:2])[0]
+    assert set(kept.tolist()) == set(ids[2:].tolist())
+    with pytest.raises(IndexSpecError, match="no range search"):
+        build("NSG16,Flat", vectors[:500], IDS[:500]).range_search(queries[:1], 0.5)

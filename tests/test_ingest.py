@@ -16,6 +16,9 @@ from PIL import Image
 from lookalike import Collection
 from lookalike.demo import sample_photo
 
+# These tests are about plumbing (files, commits, interruptions), not look-alike quality: no CNN needed.
+PLUMBING = "colour-layout"
+
 
 def _photos(folder: Path, names: list[str]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
@@ -56,7 +59,7 @@ def test_bad_files_are_skipped_with_reasons_and_good_ones_indexed(tmp_path: Path
     photos = tmp_path / "photos"
     good = _photos(photos, ["chelsea", "rocket"])
     expected = _bad_files(photos / "bad")
-    with Collection.create(tmp_path / "idx") as collection:
+    with Collection.create(tmp_path / "idx", embedder=PLUMBING) as collection:
         report = collection.add_folder(photos)
         info = collection.info()
     reasons = {Path(path).name: reason for path, reason in report.skipped}
@@ -73,7 +76,7 @@ def test_decompression_bombs_are_skipped(tmp_path: Path) -> None:
     photos.mkdir()
     Image.new("L", (12_000, 12_000)).save(photos / "bomb.png")  # 144 Mpx > Pillow's 89 Mpx guard, tiny on disk
     _photos(photos, ["coffee"])
-    with Collection.create(tmp_path / "idx") as collection:
+    with Collection.create(tmp_path / "idx", embedder=PLUMBING) as collection:
         report = collection.add_folder(photos)
     assert report.embedded == 1
     assert [(Path(p).name, "decompression bomb" in r) for p, r in report.skipped] == [("bomb.png", True)]
@@ -82,7 +85,7 @@ def test_decompression_bombs_are_skipped(tmp_path: Path) -> None:
 def test_a_second_run_embeds_nothing(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     _photos(photos, ["chelsea", "coffee", "rocket"])
-    with Collection.create(tmp_path / "idx") as collection:
+    with Collection.create(tmp_path / "idx", embedder=PLUMBING) as collection:
         first = collection.add_folder(photos)
         second = collection.add_folder(photos)
     assert (first.embedded, second.embedded, second.unchanged) == (3, 0, 3)
@@ -91,7 +94,7 @@ def test_a_second_run_embeds_nothing(tmp_path: Path) -> None:
 def test_moved_and_copied_files_reuse_their_embedding(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     chelsea, coffee = _photos(photos, ["chelsea", "coffee"])
-    with Collection.create(tmp_path / "idx") as collection:
+    with Collection.create(tmp_path / "idx", embedder=PLUMBING) as collection:
         collection.add_folder(photos)
         old_id = collection.catalog.image_by_path(str(chelsea)).id
         moved = photos / "sub" / "renamed.jpg"
@@ -109,7 +112,7 @@ def test_moved_and_copied_files_reuse_their_embedding(tmp_path: Path) -> None:
 def test_deleted_and_changed_files_leave_the_results(tmp_path: Path, kind: str) -> None:
     photos = tmp_path / "photos"
     paths = _photos(photos, ["chelsea", "coffee", "rocket", "astronaut"])
-    with Collection.create(tmp_path / "idx") as collection:
+    with Collection.create(tmp_path / "idx", embedder=PLUMBING) as collection:
         collection.add_folder(photos, kind=kind)
         rocket_id = collection.catalog.image_by_path(str(paths[2])).id
         paths[2].unlink()
@@ -134,7 +137,7 @@ def test_ctrl_c_keeps_committed_batches_and_the_next_run_resumes(tmp_path: Path)
         if done == 5:
             raise KeyboardInterrupt
 
-    with Collection.create(tmp_path / "idx") as collection:
+    with Collection.create(tmp_path / "idx", embedder=PLUMBING) as collection:
         with pytest.raises(KeyboardInterrupt):
             collection.add_folder(photos, batch_size=2, workers=1, on_progress=interrupt_after_four)
         kept = collection.catalog.count()
@@ -165,6 +168,8 @@ def test_kill_9_during_indexing_loses_nothing_committed(tmp_path: Path) -> None:
         "--workers",
         "1",
         "--quiet",
+        "--model",
+        PLUMBING,
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -237,6 +242,7 @@ def test_a_full_disk_stops_cleanly_and_keeps_committed_work(tmp_path: Path, tiny
         )
     index = tiny_disk / "idx"
     command = [sys.executable, "-m", "lookalike.cli", "index", str(photos), "--index", str(index), "--batch-size", "8"]
+    command += ["--model", PLUMBING]
     full = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert full.returncode == 1
     assert full.stderr.count("\n") == 1 and full.stderr.startswith("error: cannot write"), full.stderr

@@ -251,8 +251,8 @@ def test_a_form_that_is_not_multipart_is_415(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"k": "0"}, "k: must be between 1 and 1000, not 0"),
-        ({"k": "5000"}, "k: must be between 1 and 1000, not 5000"),
+        ({"k": "0"}, "k: must be between 1 and 10000, not 0"),
+        ({"k": "10001"}, "k: must be between 1 and 10000, not 10001"),
         ({"k": "ten"}, "k: must be a whole number, not 'ten'"),
         ({"nprobe": "-2"}, "nprobe: must be between 1 and 65536, not -2"),
     ],
@@ -276,7 +276,7 @@ def test_a_missing_image_field_is_422(client: TestClient) -> None:
     ("query", "message"),
     [
         ("id=1&k=0", "k: Input should be greater than or equal to 1"),
-        ("id=1&k=5000", "k: Input should be less than or equal to 1000"),
+        ("id=1&k=10001", "k: Input should be less than or equal to 10000"),
         ("k=3", "id: Field required"),
         ("id=abc", "id: Input should be a valid integer, unable to parse string as an integer"),
         ("id=0", "id: Input should be greater than or equal to 1"),
@@ -346,11 +346,11 @@ def test_stats_match_the_catalog(client: TestClient, built_index: Path) -> None:
         indexed = collection.catalog.count("indexed")
     assert body["images"] == indexed == info.images == 14
     assert body["skipped"] == info.skipped == 0
-    assert body["vectors"] == body["served_vectors"] == info.index_vectors == 14
+    assert body["index_vectors"] == body["served_vectors"] == info.index_vectors == 14
     assert body["embedder"] == info.embedder and body["embedder"].startswith("efficientnet-lite0@")
     assert (body["index_kind"], body["index_factory"]) == (info.index_kind, info.index_factory) == ("flat", "Flat")
-    assert body["files"]["index.faiss"] == (built_index / "index.faiss").stat().st_size
-    assert body["bytes_on_disk"] == sum(body["files"].values()) > body["files"]["index.faiss"]
+    assert body["bytes_on_disk"]["index.faiss"] == (built_index / "index.faiss").stat().st_size
+    assert body == {**info.to_dict(), "served_vectors": 14}  # one JSON shape: `lookalike info --json`
 
 
 def test_the_page_and_its_assets_load_nothing_from_elsewhere(client: TestClient) -> None:
@@ -398,7 +398,7 @@ def test_an_index_updated_elsewhere_is_served_after_the_swap(index_copy: Path, t
         with Collection.open(index_copy) as writer:  # as `lookalike index` in another process would
             writer.add_folder(extra)
         stats = client.get("/api/stats").json()
-        assert (stats["images"], stats["vectors"], stats["served_vectors"]) == (15, 15, 15)
+        assert (stats["images"], stats["index_vectors"], stats["served_vectors"]) == (15, 15, 15)
         after = upload(client, query, k="3").json()["results"]
         assert {Path(hit["path"]).stem for hit in after[:2]} == {"chelsea", "chelsea-cropped"}
         assert client.app.state.service.reloads == 1
@@ -451,7 +451,7 @@ def test_serve_refuses_a_public_address_without_a_token(built_index: Path, monke
     result = CliRunner().invoke(main, ["serve", "--index", str(built_index), "--host", "0.0.0.0"])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
-        "error: --host 0.0.0.0 lets other machines reach this index: give --token T (or set LOOKALIKE_TOKEN), "
+        "error: --host 0.0.0.0 lets other machines reach this collection: give --token T (or set LOOKALIKE_TOKEN), "
         "or serve on 127.0.0.1"
     ]
 
@@ -460,4 +460,4 @@ def test_serve_reports_a_missing_index_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["serve", "--index", str(tmp_path / "nowhere")])
     assert result.exit_code == 1
     assert len(result.output.splitlines()) == 1
-    assert result.output.startswith("error: no lookalike index in ")
+    assert result.output.startswith("error: no lookalike collection in ")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -12,43 +11,16 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lookalike import Collection
-from lookalike.catalog import NewImage
 from lookalike.cli import main
-from lookalike.errors import IndexSpecError
-from lookalike.index import IndexState, VectorIndex, estimate_plan, plan_auto, plan_index
-from lookalike.tune import choose, exact_neighbours, recall_at, tune_collection, tune_index, write_plot
-
-DIM = 64
-
-
-def mixture(count: int, dim: int = DIM, clusters: int = 40, seed: int = 0) -> np.ndarray:
-    """Unit vectors from a seeded Gaussian mixture (clustered, like image embeddings)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    picks = rng.integers(0, clusters, size=count)
-    vectors = centres[picks] + 0.6 * rng.standard_normal((count, dim)).astype(np.float32)
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-
-
-def make_collection(folder: Path, vectors: np.ndarray, kind: str, options: dict | None = None) -> None:
-    with Collection.create(folder) as collection:
-        collection.catalog.set_meta({"dim": str(vectors.shape[1])})
-        collection.catalog.add_indexed(
-            [NewImage(f"/photos/{i:06}.jpg", 1, 1, f"hash{i}", 1, 1, v) for i, v in enumerate(vectors)]
-        )
-        collection.reindex(kind, options=options)
-
-
-@pytest.fixture(scope="module")
-def ivf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tune") / "idx"
-    make_collection(folder, mixture(20_000), "ivf", {"nlist": 128})
-    return folder
+from lookalike.index import VectorIndex
+from lookalike.planner import plan_index
+from lookalike.tune import choose, exact_neighbours, recall_at, tune_index
+from seeded import DIM, make_collection, mixture
 
 
 def test_tuning_reaches_the_target_stores_it_and_later_searches_use_it(ivf_folder: Path) -> None:
     with Collection.open(ivf_folder) as collection:
-        result = tune_collection(collection, target_recall=0.95, k=10, queries=200, latency_queries=10)
+        result = collection.tune(target_recall=0.95, k=10, queries=200, latency_queries=10)
         assert result.param == "nprobe" and result.met and result.stored
         assert result.chosen.recall >= 0.95
         # the smallest nprobe that meets the target: the one before it does not
@@ -151,137 +123,3 @@ def test_choose_prefers_the_smallest_value_meeting_the_target() -> None:
     assert choose(points, 0.95) == (points[1], True)
     assert choose(points, 0.995) == (points[2], False)
     assert choose([], 0.9) == (None, False)
-
-
-def test_write_plot_handles_a_single_point(tmp_path: Path) -> None:
-    from lookalike.tune import OperatingPoint, TuneResult
-
-    point = OperatingPoint("efSearch", 16, 0.9, 0.9, 0.5, 0.6, 0.1)
-    write_plot(TuneResult("HNSW32,Flat", 100, 10, 10, 0.95, "efSearch", [point], point), tmp_path / "p.png")
-    assert (tmp_path / "p.png").stat().st_size > 0
-
-
-# --- auto: planning before building -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("count", "budget", "expected"),
-    [
-        (300, None, "Flat"),
-        (2_000, None, "IVF51,Flat"),
-        (5_000, None, "IVF128_HNSW32,Flat"),
-        (5_000, 300_000, "SQ4"),
-        (300, 25_000, "SQ4"),
-    ],
-)
-def test_auto_builds_a_valid_loadable_index_in_every_band(
-    count: int, budget: int | None, expected: str, tmp_path: Path
-) -> None:
-    plan = plan_auto(count, DIM, max_memory=budget, target_recall=0.8, flat_limit=500, large_limit=3_000)
-    assert plan.factory.endswith(expected) and plan.reason
-    estimate = estimate_plan(plan, count, DIM)
-    if budget:
-        assert estimate.memory_bytes <= budget
-    vectors = mixture(count, seed=6)
-    ids = np.arange(1, count + 1, dtype=np.int64)
-    index = VectorIndex.create(plan, DIM)
-    index.train(vectors[: plan.train_size] if plan.train_size else vectors)
-    index.add(ids, vectors)
-    path = tmp_path / "index.faiss"
-    state = IndexState(index.save(path), count, DIM, count)
-    for mmap in (False, True):
-        loaded = VectorIndex.load(path, state, "cosine", mmap=mmap)
-        _, found = loaded.search(vectors[:20], 1, nprobe=loaded.default_params().get("nprobe"))
-        assert np.mean(found[:, 0] == ids[:20]) >= 0.8
-
-
-@pytest.mark.parametrize("count", [25_000, 100_000, 300_000, 999_999])
-def test_planned_nlist_follows_the_faiss_guideline_below_a_million(count: int) -> None:
-    plan = plan_auto(count, 1280)
-    nlist = plan.params["nlist"]
-    assert 4 * math.sqrt(count) <= nlist <= 16 * math.sqrt(count)
-    assert plan.train_size >= 39 * nlist
-
-
-@pytest.mark.parametrize("count", [2_000_000, 10_000_000])
-def test_millions_get_an_hnsw_coarse_quantizer(count: int) -> None:
-    plan = plan_auto(count, 1280)
-    assert plan.factory == f"IVF{plan.params['nlist']}_HNSW32,Flat"
-    estimate = estimate_plan(plan, count, 1280)
-    assert estimate.memory_bytes == pytest.approx(count * (1280 * 4 + 8), rel=0.05)
-    assert estimate.build_seconds > estimate_plan(plan_auto(count // 2, 1280), count // 2, 1280).build_seconds
-
-
-@pytest.mark.parametrize(("count", "budget"), [(1_000_000, 2e9), (1_000_000, 1e9), (1_000_000, 3e8), (10_000_000, 4e9)])
-def test_a_memory_budget_is_respected(count: int, budget: float) -> None:
-    plan = plan_auto(count, 1280, max_memory=budget)
-    assert estimate_plan(plan, count, 1280).memory_bytes <= budget
-    assert "SQ" in plan.factory or "PQ" in plan.factory
-
-
-def test_an_impossible_budget_is_a_clear_error() -> None:
-    with pytest.raises(IndexSpecError, match="do not fit in 1 MB"):
-        plan_auto(1_000_000, 1280, max_memory=1e6)
-
-
-def test_plan_index_auto_takes_the_budget_and_target_through_options() -> None:
-    plan = plan_index("auto", 1_000_000, 1280, options={"max_memory_bytes": 2e9, "target_recall": 0.9})
-    assert plan == plan_auto(1_000_000, 1280, max_memory=2e9, target_recall=0.9)
-
-
-def test_cli_plan_for_a_hypothetical_and_an_existing_collection(ivf_folder: Path) -> None:
-    runner = CliRunner()
-    result = runner.invoke(main, ["plan", "--vectors", "1000000", "--dim", "1280", "--max-memory", "2GB"])
-    assert result.exit_code == 0, result.output
-    assert "factory:" in result.output and "SQ" in result.output and "budget 2.00 GB" in result.output
-    data = json.loads(runner.invoke(main, ["plan", "--index", str(ivf_folder), "--json"]).output)
-    assert data["vectors"] == 20_000 and data["dim"] == DIM and data["current_factory"] == "IVF128,Flat"
-    assert data["plan"]["factory"] == "Flat"  # 20,000 vectors: exact search, whatever was built before
-    bad = runner.invoke(main, ["plan", "--vectors", "10", "--max-memory", "lots"])
-    assert bad.exit_code == 2 and "--max-memory wants a size" in bad.output
-
-
-# --- memory-mapped loading --------------------------------------------------------------------------------
-
-
-def test_a_collection_maps_its_index_read_only_and_reloads_writable_to_add(tmp_path: Path) -> None:
-    folder = tmp_path / "idx"
-    vectors = mixture(3_000, seed=7)
-    make_collection(folder, vectors[:2_500], "ivf", {"nlist": 16})
-    with Collection.open(folder) as collection:
-        index = collection.index()
-        assert index.read_only and index.count == 2_500
-        assert collection.search_ids([7], k=1)[0].hits[0].id == 7
-    with Collection.open(folder) as collection:
-        collection.catalog.add_indexed(
-            [NewImage(f"/photos/new{i}.jpg", 1, 1, f"new{i}", 1, 1, v) for i, v in enumerate(vectors[2_500:])]
-        )
-        index = collection.index()  # new vectors to add: loaded writable, then saved
-        assert not index.read_only and index.count == 3_000
-    with Collection.open(folder) as collection:
-        assert collection.index().read_only and collection.index().count == 3_000
-
-
-def test_the_fast_open_still_catches_a_file_changed_in_place(tmp_path: Path) -> None:
-    folder = tmp_path / "idx"
-    make_collection(folder, mixture(1_000, seed=8), "ivf", {"nlist": 8})
-    path = folder / "index.faiss"
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # same size, one byte different
-    path.write_bytes(bytes(data))
-    notes: list[str] = []
-    with Collection.open(folder, on_notice=notes.append) as collection:
-        assert collection.index().count == 1_000
-    assert notes and "does not match the checksum" in notes[0]
-
-
-def test_an_unchanged_file_opens_without_a_full_checksum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lookalike.index
-
-    folder = tmp_path / "idx"
-    make_collection(folder, mixture(1_000, seed=9), "hnsw", {"M": 8})
-    calls: list[object] = []
-    monkeypatch.setattr(lookalike.index, "file_checksum", lambda path: calls.append(path) or "x")
-    with Collection.open(folder) as collection:
-        assert collection.index().read_only
-    assert calls == []
