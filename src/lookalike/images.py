@@ -86,7 +86,7 @@ def _open(data: bytes, path: str, min_size: int | None) -> tuple[Image.Image, tu
         # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS: treat that as the error it is.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data), formats=_allowed_formats())
+            image: Image.Image = Image.open(io.BytesIO(data), formats=_allowed_formats())
             width, height = image.size  # before draft mode shrinks it
             if min_size is not None and image.format in _DRAFT_FORMATS:
                 image.draft("RGB", (min_size, min_size))

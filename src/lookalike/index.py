@@ -222,7 +222,7 @@ class VectorIndex:
         excluding = exclude if exclude is not None and self._selector_ok else None
         cached = self._params_cache.get(key)
         if cached is not None and cached[0] is excluding:
-            return cached[1]  # type: ignore[return-value]
+            return cached[1]
         keep_alive: list[object] = []  # Faiss selectors hold raw pointers: keep their owners alive
         selector = None
         if excluding is not None:

@@ -56,7 +56,7 @@ def load_verified(path: Path, expected: IndexState, metric: str, mmap: bool = Fa
         else:
             # Checked and parsed from the same bytes, so a file replaced meanwhile is never loaded unverified.
             data = np.fromfile(path, dtype=np.uint8)
-            if hashlib.blake2b(data, digest_size=16).hexdigest() != expected.checksum:
+            if hashlib.blake2b(data.data, digest_size=16).hexdigest() != expected.checksum:
                 raise CorruptIndexError(f"{path} does not match the checksum the catalog recorded")
             index = faiss.deserialize_index(data)
     except (RuntimeError, MemoryError) as error:  # MemoryError: Faiss's std::bad_alloc

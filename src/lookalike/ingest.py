@@ -250,7 +250,7 @@ def map_files(entries: list[FileEntry], embedder: Embedder, input_size: int) -> 
     """Decode and embed files: a pure function of the files, for a worker process or a cluster task."""
     decoded = [(entry, decode_entry(entry.path, input_size)) for entry in entries]
     good = [(entry, image) for entry, image in decoded if isinstance(image, DecodedImage)]
-    vectors = embedder.embed(np.stack([image.pixels for _, image in good])) if good else []
+    vectors = embedder.embed(np.stack([image.pixels for _, image in good])) if good else np.zeros((0, embedder.dim))
     mapped = {
         entry.path: MappedImage(entry, image.content_hash, image.width, image.height, vector)
         for (entry, image), vector in zip(good, vectors)

@@ -23,7 +23,7 @@ ONNX_TOLERANCE = 1e-3  # max abs difference of L2-normalised features between to
 
 def onnx_model_path(spec: EmbedderSpec) -> Path:
     """Where the ONNX export of `spec` is cached for this machine."""
-    return cache_dir() / "models" / f"{spec.name}-{weights_digest(spec.weights_path())[:12]}.onnx"
+    return cache_dir() / "models" / f"{spec.name}-{weights_digest(spec.weights_file())[:12]}.onnx"
 
 
 def onnx_runner(spec: EmbedderSpec) -> Callable[[np.ndarray], np.ndarray]:
@@ -79,7 +79,7 @@ def export_onnx(spec: EmbedderSpec, path: Path) -> None:
 
     from .storage import atomic_write_bytes
 
-    module = spec.build_torch(spec.weights_path())
+    module = spec.torch_module()
     probe = np.random.default_rng(1338).integers(0, 256, (2, spec.input_size, spec.input_size, 3), dtype=np.uint8)
     batch = spec.normalise(probe)
     path.parent.mkdir(parents=True, exist_ok=True)

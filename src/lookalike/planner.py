@@ -198,7 +198,9 @@ def _compressed(
     prefix = f"IVF{ivf[0]}{ivf[1]}," if ivf else ""
     params = {"nlist": ivf[0]} if ivf else {}
     train_size = min(count, max(ivf[2] if ivf else 0, 65_536 if count >= 65_536 else 10_000))
-    candidates = [(codec, CODEC_RECALL[codec], f"{prefix}{codec}", {}) for codec in ("SQ8", "SQ6", "SQ4")]
+    candidates: list[tuple[str, float, str, dict[str, int]]] = [
+        (codec, CODEC_RECALL[codec], f"{prefix}{codec}", {}) for codec in ("SQ8", "SQ6", "SQ4")
+    ]
     # OPQ+PQ with 4 to 32 dimensions per sub-quantizer (8-bit codes; 4-bit below 256 x 39 training points).
     pq_ms = sorted((m for m in range(1, dim // 4 + 1) if dim % m == 0 and dim // m <= 32), reverse=True)
     for m in pq_ms:

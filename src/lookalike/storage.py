@@ -24,17 +24,21 @@ LOCK_FILE = ".lock"
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Replace `path` with `data` atomically and durably."""
-    atomic_write_with(path, lambda scratch: Path(scratch).write_bytes(data))
+
+    def write(scratch: str) -> None:
+        Path(scratch).write_bytes(data)
+
+    atomic_write_with(path, write)
 
 
 def atomic_write_with(path: Path | str, write: Callable[[str], None]) -> None:
     """Let `write(scratch_path)` produce the file, then move it over `path` atomically and durably."""
     path = Path(path)
     try:
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as error:
         raise StorageError(f"cannot write {path}: {error.strerror or error}") from None
-    os.close(handle)
+    os.close(descriptor)
     os.chmod(name, 0o644)  # mkstemp makes it private; the files of an index are as readable as the folder
     scratch = Path(name)  # unique per call: threads and processes writing the same file never collide
     try:

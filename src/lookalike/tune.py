@@ -289,7 +289,7 @@ def measure_collection(
     param, _ = sweep_values(index)
     if not param:
         return TuneResult(factory, len(all_ids), k, len(query_ids), target_recall, "")
-    vectors = np.stack([catalog.embedding(int(i)) for i in query_ids])
+    vectors = np.stack([catalog.require_embedding(int(i)) for i in query_ids])
     truth = exact_neighbours(catalog.iter_embeddings(), vectors, query_ids, k, metric)
     param, points = tune_index(
         index,

@@ -69,7 +69,7 @@ class Progress:
     def __init__(self, enabled: bool, unit: str = "img") -> None:
         self.enabled = enabled and sys.stderr.isatty()
         self.unit = unit
-        self.bar = None
+        self.bar: Any = None
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled or total == 0:

@@ -121,9 +121,11 @@ def plan(
     dim = dim or 1280
     metric = metric or "cosine"
 
+    count = int(vectors or 0)
+
     def make() -> Any:
-        chosen = plan_auto(vectors, dim, metric, max_memory=budget, target_recall=target_recall)
-        return chosen, estimate_plan(chosen, vectors, dim)
+        chosen = plan_auto(count, dim, metric, max_memory=budget, target_recall=target_recall)
+        return chosen, estimate_plan(chosen, count, dim)
 
     chosen, estimate = run(make)
     if as_json:

@@ -41,7 +41,7 @@ def install_routes(app: FastAPI, service: SearchService, max_upload_bytes: int) 
     async def search_upload(request: Request) -> dict[str, Any]:
         """Upload an image as multipart field `image`; get the most similar images of the collection, best first.
 
-        Form fields: `k` (results, 1..1000, default 10), `nprobe` (IVF lists to visit), `ef` (HNSW search beam).
+        Form fields: `k` (results, 1..10000, default 10), `nprobe` (IVF lists to visit), `ef` (HNSW search beam).
         """
         started = time.perf_counter()
         form = await read_form(request, max_upload_bytes)
@@ -51,7 +51,7 @@ def install_routes(app: FastAPI, service: SearchService, max_upload_bytes: int) 
                 raise unprocessable("image: send the image as the multipart file field 'image'")
             if not isinstance(upload, UploadFile):
                 raise unprocessable("image: must be a file, not a text field")
-            k = form_int(form, "k", DEFAULT_K, 1, MAX_K)
+            k = form_int(form, "k", DEFAULT_K, 1, MAX_K) or DEFAULT_K
             nprobe = form_int(form, "nprobe", None, 1, MAX_NPROBE)
             ef = form_int(form, "ef", None, 1, MAX_EF)
             data = await upload.read()
