@@ -148,10 +148,9 @@ def test_non_utf8_file_names_survive(tmp_path: Path) -> None:
     assert table.returncode == 0 and "caf\\udce9.jpg" in table.stdout
 
 
-def test_every_command_has_help() -> None:
-    for command in ["index", "reindex", "search", "info", "demo", "models", "tune", "plan"]:
-        result = invoke(command, "--help")
-        assert result.exit_code == 0 and "Usage:" in result.output
+def test_python_dash_m_lookalike_is_the_command() -> None:
+    result = subprocess.run([sys.executable, "-m", "lookalike", "models"], capture_output=True, text=True)
+    assert result.returncode == 0 and "efficientnet-lite0" in result.stdout and "colour-layout" in result.stdout
 
 
 def test_demo_writes_its_results(tmp_path: Path) -> None:

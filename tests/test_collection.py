@@ -135,3 +135,23 @@ def test_a_factory_string_too_big_for_the_collection_is_a_clear_error(index_copy
         with pytest.raises(LookalikeError, match="could not train this index on 14 vectors: PCA matrix cannot output"):
             collection.reindex("PCA64,HNSW16")
         assert collection.search_ids([1], k=1)[0].hits[0].id == 1  # the old index still serves
+
+
+def test_a_read_only_collection_never_writes_and_refreshes_when_another_process_saves(
+    index_copy: Path, tmp_path: Path
+) -> None:
+    photos = tmp_path / "more"
+    photos.mkdir()
+    TRANSFORMS["crop"](sample_photo("chelsea")).save(photos / "chelsea-cropped.jpg", quality=90)
+    files = ("catalog.sqlite", "index.faiss", "manifest.json")  # (SQLite's -wal/-shm come with any reader)
+    before = {name: (index_copy / name).stat().st_mtime_ns for name in files}
+    with Collection.open(index_copy, read_only=True) as reader:
+        assert reader.index().count == len(SAMPLE_PHOTOS)
+        assert not reader.refresh()  # nothing changed
+        with pytest.raises(LookalikeError, match="read-only"):
+            reader.add_folder(photos)
+        assert {name: (index_copy / name).stat().st_mtime_ns for name in files} == before
+        with Collection.open(index_copy) as writer:
+            writer.add_folder(photos)
+        assert reader.refresh()
+        assert reader.index().count == len(SAMPLE_PHOTOS) + 1

@@ -291,3 +291,27 @@ def test_a_reader_never_writes_while_another_process_updates(index_copy: Path) -
     with Collection.open(index_copy) as collection:
         collection.index()
     assert (index_copy / "index.faiss").exists()
+
+
+def test_the_map_step_is_a_pure_function_of_files_whose_results_travel(tmp_path: Path) -> None:
+    """What a worker process or a cluster task runs: files in, picklable facts and embeddings out."""
+    import pickle
+
+    from lookalike import load_embedder
+    from lookalike.files import FileEntry
+    from lookalike.ingest import map_files
+
+    good = _photos(tmp_path / "photos", ["chelsea", "coffee"])
+    broken = tmp_path / "photos" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    entries = [
+        FileEntry(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in [good[0], broken, good[1]]
+    ]
+    embedder = load_embedder(PLUMBING)
+    mapped = pickle.loads(pickle.dumps(map_files(entries, embedder, embedder.input_size)))
+    assert [m.entry.path for m in mapped] == [e.path for e in entries]
+    assert mapped[1].vector is None and mapped[1].error
+    assert all(
+        m.vector is not None and m.vector.shape == (embedder.dim,) and m.error is None for m in (mapped[0], mapped[2])
+    )
+    assert mapped[0].content_hash != mapped[2].content_hash and mapped[0].width > 0

@@ -456,6 +456,18 @@ def test_serve_refuses_a_public_address_without_a_token(built_index: Path, monke
     ]
 
 
+def test_create_app_refuses_a_public_address_without_a_token_and_trusts_only_its_names(built_index: Path) -> None:
+    from lookalike import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="needs a token"):
+        create_app(built_index, host="0.0.0.0")
+    app = create_app(built_index, host="192.0.2.7", token="t0k3n")
+    with TestClient(app, base_url="http://192.0.2.7:8000") as client:
+        headers = {"Authorization": "Bearer t0k3n"}
+        assert client.get("/api/stats", headers=headers).status_code == 200
+        assert client.get("/api/stats", headers={**headers, "host": "evil.example"}).status_code == 400
+
+
 def test_serve_reports_a_missing_index_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["serve", "--index", str(tmp_path / "nowhere")])
     assert result.exit_code == 1

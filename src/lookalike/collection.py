@@ -366,19 +366,25 @@ class Collection:
         """Search with queries of one or more views each, in one index batch; then the stages, per query."""
         check_k(k)
         defaults, tombstones = self._search_settings()
-        views = [len(query.vectors) for query in queries]
+        if len(queries) == 1:  # the common case, kept cheap: one query, usually one view
+            stacked = queries[0].vectors
+        else:
+            stacked = np.concatenate([q.vectors for q in queries]) if queries else np.zeros((0, self.dim), np.float32)
         scores, ids = self.index().search(
-            np.concatenate([query.vectors for query in queries]) if queries else np.zeros((0, self.dim), np.float32),
+            stacked,
             k,
             nprobe=nprobe or defaults.get("nprobe"),
             ef_search=ef_search or defaults.get("efSearch"),
             exclude=tombstones,
         )
-        if any(count != 1 for count in views):
-            scores, ids = fuse_views(scores, ids, views, k)
+        if len(stacked) != len(queries):
+            scores, ids = fuse_views(scores, ids, [len(query.vectors) for query in queries], k)
+        stages = self.stages
         results = []
         for query, hits in zip(queries, hits_from_rows(self.catalog, scores, ids)):
-            results.append(QueryResult(query.label, run_stages(self.stages, query, hits)[:k], query.query_id))
+            if stages:
+                hits = run_stages(stages, query, hits)[:k]
+            results.append(QueryResult(query.label, hits, query.query_id))
         return results
 
     def _search_settings(self) -> tuple[dict, np.ndarray]:

@@ -31,13 +31,13 @@ def serve(index_dir: str, host: str, port: int, token: str | None) -> None:
 
     bare_host = host.strip("[]")
     try:
-        allowed_hosts = hosts_for_bind(bare_host, token or None)
+        hosts_for_bind(bare_host, token or None)  # the same check create_app makes, before anything loads
     except InvalidArgumentError:
         fail(
             f"--host {host} lets other machines reach this collection: give --token T (or set LOOKALIKE_TOKEN), "
             "or serve on 127.0.0.1"
         )
-    app = run(lambda: create_app(index_dir, token=token or None, allowed_hosts=allowed_hosts))
+    app = run(lambda: create_app(index_dir, token=token or None, host=bare_host))
     click.echo(f"loading the index and the embedder from {index_dir} ...", err=True)
     run(app.state.service.warm)
     shown = f"[{bare_host}]" if ":" in bare_host else bare_host

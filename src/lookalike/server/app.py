@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from .errors import install_error_handlers
-from .guard import LOCAL_HOSTS, Guard
+from .guard import LOCAL_HOSTS, Guard, hosts_for_bind
 from .routes import install_routes
 from .service import SearchService
 
@@ -30,7 +30,8 @@ DEFAULT_MAX_UPLOAD_BYTES = 20_000_000
 def create_app(
     collection_dir: str | os.PathLike,
     token: str | None = None,
-    allowed_hosts: Iterable[str] = LOCAL_HOSTS,
+    allowed_hosts: Iterable[str] | None = None,
+    host: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     device: str = "auto",
     reload_check_seconds: float = 0.5,
@@ -38,11 +39,16 @@ def create_app(
     """The web app over the collection in `collection_dir` (which must exist: CollectionNotFoundError otherwise).
 
     `token`: when given, every /api call needs `Authorization: Bearer <token>` or `?token=<token>`.
-    `allowed_hosts`: host names accepted in the Host header (DNS-rebinding guard); "*" accepts any. To derive
-    them from the address the server binds (and refuse an unsafe bind), use `guard.hosts_for_bind`.
+    `host`: the address the server will bind; a non-loopback one without a token is refused (InvalidArgumentError),
+    and the Host header names it may arrive under are derived from it (see guard.hosts_for_bind).
+    `allowed_hosts`: host names accepted in the Host header (DNS-rebinding guard), instead of those of `host`
+    (default: loopback names); "*" accepts any.
     `max_upload_bytes`: the largest request body POST /api/search reads (413 beyond).
     `reload_check_seconds`: how often (at most) a request checks whether another process updated the index.
     """
+    if host is not None:
+        derived = hosts_for_bind(host, token)
+        allowed_hosts = derived if allowed_hosts is None else allowed_hosts
     service = SearchService(collection_dir, device=device, reload_check_seconds=reload_check_seconds)
 
     @contextlib.asynccontextmanager
@@ -63,7 +69,7 @@ def create_app(
     install_error_handlers(app)
     install_routes(app, service, max_upload_bytes)
     install_docs(app, token is not None)
-    app.add_middleware(Guard, allowed_hosts=allowed_hosts, token=token)
+    app.add_middleware(Guard, allowed_hosts=LOCAL_HOSTS if allowed_hosts is None else allowed_hosts, token=token)
     return app
 
 
