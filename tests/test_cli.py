@@ -88,7 +88,7 @@ def test_reindex_changes_the_kind(index_copy: Path) -> None:
     [
         (["search", "{query}", "--index", "{missing}"], "no lookalike collection in"),
         (["search", "{text}", "--index", "{index}"], "not an image"),
-        (["search", "{nothing}", "--index", "{index}"], "is not a file"),
+        (["search", "{nothing}", "--index", "{index}"], "nothing.jpg: not a file"),
         (["search", "--id", "424242", "--index", "{index}"], "no indexed image has id 424242"),
         (["info", "--index", "{missing}"], "no lookalike collection in"),
         (["index", "{nothing}", "--index", "{index}"], "is not a folder"),
@@ -117,6 +117,20 @@ def test_bad_input_gets_one_clear_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_one_unreadable_query_is_reported_and_the_others_answered(built_index: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    query = tmp_path / "query.jpg"
+    sample_photo("coffee").save(query, quality=90)
+    result = lookalike("search", str(query), str(broken), str(query), "--index", str(built_index), "--json", "-k", "3")
+    assert result.returncode == 1
+    answers = json.loads(result.stdout)
+    assert [a["query"] for a in answers] == [str(query), str(broken), str(query)]
+    assert answers[0]["results"] and answers[0] == answers[2]
+    assert set(answers[1]) == {"query", "error"} and "corrupt or truncated" in answers[1]["error"]
+    assert result.stderr.strip().splitlines() == [f"error: query {broken}: {answers[1]['error']}"]
 
 
 def test_k_zero_is_a_usage_error(built_index: Path) -> None:
@@ -159,3 +173,22 @@ def test_demo_writes_its_results(tmp_path: Path) -> None:
     assert "contact sheet:" in result.stdout and (tmp_path / "demo" / "results.png").is_file()
     top = result.stdout.split("query:")[1].splitlines()[1]
     assert "chelsea" in top
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.3, 0.6])
+def test_ctrl_c_while_a_command_starts_is_one_line_and_status_130(
+    built_index: Path, originals: Path, delay: float
+) -> None:
+    import signal
+    import time
+
+    query = next(originals.rglob("*.jpg"))
+    command = [sys.executable, "-m", "lookalike", "search", str(query), "--index", str(built_index)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    if process.returncode == 0:
+        pytest.skip("the search finished before the signal")  # a fast machine: nothing to interrupt
+    assert process.returncode == 130
+    assert len(stderr.strip().splitlines()) == 1 and "interrupted" in stderr and "Traceback" not in stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -473,3 +474,67 @@ def test_serve_reports_a_missing_index_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert len(result.output.splitlines()) == 1
     assert result.output.startswith("error: no lookalike collection in ")
+
+
+# --- hostile requests ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/search?id=9223372036854775808", "/api/images/9223372036854775808", "/api/thumbs/99999999999999999999"],
+)
+def test_ids_beyond_sqlite_integers_are_422_not_500(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 422 and "error" in response.json()
+
+
+def test_ids_beyond_sqlite_integers_are_one_line_on_the_command_line(built_index: Path) -> None:
+    result = CliRunner().invoke(main, ["search", "--id", "9223372036854775808", "--index", str(built_index)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == ["error: no indexed image has id 9223372036854775808"]
+
+
+def test_file_names_that_are_not_utf8_travel_escaped_as_in_the_cli_json(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    raw = os.path.join(os.fsencode(photos), b"latin1_\xe9\xff.jpg")
+    sample_photo("coffee").save(raw.decode("utf-8", "surrogateescape"), quality=90)
+    with Collection.create(tmp_path / "idx", embedder="colour-layout") as collection:
+        collection.add_folder(photos)
+    with TestClient(create_app(tmp_path / "idx"), base_url=BASE) as client:
+        response = client.get("/api/search", params={"id": 1, "k": 1})
+    assert response.status_code == 200
+    assert "latin1_\\udce9\\udcff.jpg" in response.text  # the escapes json.dumps writes for the CLI
+    assert os.fsencode(response.json()["results"][0]["path"]) == raw
+
+
+def test_a_client_that_goes_away_mid_upload_gets_one_log_line(
+    built_index: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(built_index)
+    sent: list[dict] = []
+    chunks = [{"type": "http.request", "body": b"--x\r\nContent-Disposition: form-data;", "more_body": True}]
+
+    async def receive() -> dict:
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/search",
+        "raw_path": b"/api/search",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), (b"content-type", b"multipart/form-data; boundary=x")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("localhost", 80),
+        "client": ("127.0.0.1", 50000),
+        "root_path": "",
+    }
+    with caplog.at_level("INFO", logger="lookalike.server"):
+        anyio.run(app, scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert [r.getMessage() for r in caplog.records] == ["a client went away during its upload"]

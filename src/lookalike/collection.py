@@ -10,7 +10,7 @@ picks up what that process committed.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,14 +18,14 @@ import numpy as np
 
 from .catalog import Catalog, ImageRecord
 from .embedders import DEFAULT_EMBEDDER, Embedder, EmbedderSpec, get_embedder_spec, load_embedder
-from .errors import BusyError, EmbedderMismatchError, InvalidArgumentError, NotIndexedError
+from .errors import BusyError, EmbedderMismatchError, ImageDecodeError, InvalidArgumentError, NotIndexedError
 from .images import decode_bytes, decode_file
 from .index import VectorIndex
 from .index_store import IndexStore, Notice
 from .info import CollectionInfo, describe
 from .ingest import Ingester, IngestReport, ProgressCallback, SkipCallback
 from .planner import IndexPlan, plan_index
-from .search import MAX_K, Query, QueryResult, Stage, check_k, fuse_views, hits_from_rows, run_stages
+from .search import MAX_K, Query, QueryResult, Stage, check_ids, check_k, fuse_views, hits_from_rows, run_stages
 from .settings import IndexState, Settings, read_settings, store_settings
 from .storage import FolderLock
 
@@ -297,27 +297,44 @@ class Collection:
     # --- searching -------------------------------------------------------------
 
     def search(
-        self, queries: Sequence[str | os.PathLike], k: int = 10, nprobe: int | None = None, ef_search: int | None = None
+        self,
+        queries: Sequence[str | os.PathLike],
+        k: int = 10,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        on_error: Callable[[str, str], None] | None = None,
     ) -> list[QueryResult]:
-        """Search with image files; files already in the catalog (unchanged) reuse their stored embedding."""
+        """Search with image files; files already in the catalog (unchanged) reuse their stored embedding.
+
+        A query that cannot be read raises ImageDecodeError, unless `on_error(query, reason)` is given: then it
+        is reported there, its result carries the reason in `error`, and the other queries are answered.
+        """
         check_k(k)
         labels = [os.fspath(q) for q in queries]
         vectors = np.zeros((len(labels), self.dim), dtype=np.float32)
         query_ids: list[int | None] = [None] * len(labels)
-        to_embed = []
+        errors: dict[int, str] = {}
         for row, label in enumerate(labels):
             record = self._indexed_record_for_file(label)
             vector = self.catalog.embedding(record.id) if record is not None else None
             if record is None or vector is None:
-                to_embed.append(row)
+                try:
+                    if not os.path.isfile(label):
+                        raise ImageDecodeError(label, "not a file")
+                    pixels = decode_file(label, self.embedder().input_size).pixels
+                except ImageDecodeError as error:
+                    if on_error is None:
+                        raise
+                    on_error(label, error.reason)
+                    errors[row] = error.reason
+                    continue
+                vectors[row] = self.embedder().embed(pixels[None])[0]
             else:
                 vectors[row], query_ids[row] = vector, record.id
-        if to_embed:
-            embedder = self.embedder()
-            pixels = np.stack([decode_file(labels[row], embedder.input_size).pixels for row in to_embed])
-            vectors[to_embed] = embedder.embed(pixels)
-        found = [Query(label, vectors[row : row + 1], label, query_ids[row]) for row, label in enumerate(labels)]
-        return self.search_queries(found, k, nprobe, ef_search)
+        readable = [row for row in range(len(labels)) if row not in errors]
+        found = [Query(labels[row], vectors[row : row + 1], labels[row], query_ids[row]) for row in readable]
+        answered = dict(zip(readable, self.search_queries(found, k, nprobe, ef_search)))
+        return [answered.get(row) or QueryResult(labels[row], error=errors[row]) for row in range(len(labels))]
 
     def search_image_bytes(
         self, data: bytes, name: str = "upload", k: int = 10, nprobe: int | None = None, ef_search: int | None = None
@@ -336,13 +353,8 @@ class Collection:
     ) -> list[QueryResult]:
         """Search with images already in the collection, by catalog id, without re-embedding."""
         check_k(k)
-        records = self.catalog.images_by_id(ids)
-        vectors = []
-        for image_id in ids:
-            vector = self.catalog.embedding(int(image_id))
-            if vector is None:
-                raise NotIndexedError(f"no indexed image has id {image_id}")
-            vectors.append(vector)
+        records = self.catalog.images_by_id(check_ids(ids))
+        vectors = [self.catalog.require_embedding(int(image_id)) for image_id in ids]
         labels = [records[int(i)].path for i in ids]
         return self.search_vectors(np.stack(vectors), labels, k, nprobe, ef_search, [int(i) for i in ids])
 
@@ -405,7 +417,7 @@ class Collection:
 
     def image_file(self, image_id: int) -> ImageRecord:
         """The row of an indexed image whose file is still the one that was indexed (else NotIndexedError)."""
-        record = self.catalog.images_by_id([image_id]).get(image_id)
+        record = self.catalog.images_by_id(check_ids([image_id])).get(image_id)
         if record is None or record.status != "indexed":
             raise NotIndexedError(f"no indexed image has id {image_id}")
         if not os.path.lexists(record.path):

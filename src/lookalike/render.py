@@ -37,7 +37,9 @@ def render_table(results: Sequence[QueryResult]) -> str:
     lines = []
     for result in results:
         lines.append(f"query: {printable(result.query)}")
-        if not result.hits:
+        if result.error is not None:
+            lines.append(f"  (not searched: {result.error})")
+        elif not result.hits:
             lines.append("  (no results)")
         for rank, hit in enumerate(result.hits, 1):
             lines.append(f"  {rank:>3}  {hit.score:6.3f}  {hit.id:>8}  {printable(hit.path)}")

@@ -17,15 +17,24 @@ from typing import Any, Protocol
 import numpy as np
 
 from .catalog import Catalog
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, NotIndexedError
 
 MAX_K = 10_000  # results per query, for every shell
+MAX_ID = 2**63 - 1  # catalog ids are SQLite integers; anything larger names no image
 
 
 def check_k(k: int) -> None:
     """InvalidArgumentError unless 1 <= k <= MAX_K."""
     if not 1 <= k <= MAX_K:
         raise InvalidArgumentError(f"the number of results must be between 1 and {MAX_K}, not {k}", "k")
+
+
+def check_ids(ids: Sequence[int]) -> Sequence[int]:
+    """`ids`, or NotIndexedError for one no catalog can hold (below 1, or beyond SQLite's integers)."""
+    for image_id in ids:
+        if not 1 <= int(image_id) <= MAX_ID:
+            raise NotIndexedError(f"no indexed image has id {image_id}")
+    return ids
 
 
 @dataclass(frozen=True)
@@ -48,9 +57,12 @@ class QueryResult:
     query: str
     hits: list[Hit] = field(default_factory=list)
     query_id: int | None = None  # set when the query is an indexed image
+    error: str | None = None  # why the query could not be searched (its hits are then empty)
 
     def to_dict(self) -> dict[str, Any]:
-        """`{"query": ..., "results": [...]}`, the contract of `lookalike search --json` and the HTTP API."""
+        """`{"query": ..., "results": [...]}` (or `{"query": ..., "error": ...}`), as `lookalike search --json`."""
+        if self.error is not None:
+            return {"query": self.query, "error": self.error}
         return {"query": self.query, "results": [hit.to_dict() for hit in self.hits]}
 
 
@@ -117,4 +129,16 @@ def run_stages(stages: Sequence[Stage], query: Query, hits: list[Hit]) -> list[H
     return hits
 
 
-__all__ = ["MAX_K", "Hit", "Query", "QueryResult", "Stage", "check_k", "fuse_views", "hits_from_rows", "run_stages"]
+__all__ = [
+    "MAX_ID",
+    "MAX_K",
+    "Hit",
+    "Query",
+    "QueryResult",
+    "Stage",
+    "check_ids",
+    "check_k",
+    "fuse_views",
+    "hits_from_rows",
+    "run_stages",
+]

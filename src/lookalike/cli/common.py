@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 import click
 
 MAX_SHOWN_SKIPS = 20
+INTERRUPTED = "interrupted: everything embedded so far is kept; run the same command again to resume"
 
 # The library names its parameters; the flag that sets each one, for the hint after an error.
 FLAGS = {
@@ -47,7 +48,7 @@ def run(action: Callable[[], Any]) -> Any:
     except LookalikeError as error:
         fail(str(error))
     except KeyboardInterrupt:
-        click.echo("interrupted: everything embedded so far is kept; run the same command again to resume", err=True)
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except OSError as error:
         fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))

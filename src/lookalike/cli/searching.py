@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import sys
 from typing import Any
 
 import click
@@ -36,19 +36,22 @@ def search(
 ) -> None:
     """Find the K images most like each QUERY image (all queries run as one batch)."""
     from ..collection import Collection
+    from ..render import printable as display_path
     from ..render import render_json, render_table, write_contact_sheet, write_html
 
     if not queries and not ids:
         fail("give at least one query image, or --id N")
-    for query in queries:
-        if not os.path.isfile(query):
-            fail(f"query {query} is not a file")
+    failed: list[str] = []
+
+    def report(query: str, reason: str) -> None:
+        failed.append(query)
+        click.echo(f"error: query {display_path(query)}: {reason}", err=True)
 
     def action() -> Any:
         with Collection.open(index_dir, device=device, on_notice=notice) as collection:
             results = collection.search_ids(list(ids), k, nprobe, ef) if ids else []
             if queries:
-                results += collection.search(list(queries), k, nprobe, ef)
+                results += collection.search(list(queries), k, nprobe, ef, on_error=report)
             return results
 
     results = run(action)
@@ -59,6 +62,8 @@ def search(
     if html_out:
         run(lambda: write_html(results, html_out))
         click.echo(f"results page: {html_out}", err=True)
+    if failed:
+        sys.exit(1)
 
 
 @click.command()

@@ -7,7 +7,9 @@ logged with its traceback and answered 500 with no detail.
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,9 +34,17 @@ log = logging.getLogger("lookalike.server")
 _UNAVAILABLE = (BusyError, CorruptError, EmbedderUnavailableError, NotFoundError, SchemaVersionError)
 
 
+class JSON(JSONResponse):
+    """JSON as `lookalike search --json` prints it: non-ASCII escaped, so a file name that is not UTF-8
+    (held as surrogate escapes) travels as `\\udcXX` instead of failing to encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """The JSON error answer."""
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSON({"error": message}, status_code=status, headers=headers)
 
 
 def status_of(error: LookalikeError) -> int:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
-from typing import Annotated, Any
+from pathlib import Path as FilePath
+from typing import Annotated
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ..render import printable
-from ..search import MAX_K
+from ..search import MAX_ID, MAX_K
+from .errors import JSON
 from .service import SearchService
 from .uploads import (
     DEFAULT_K,
@@ -28,7 +29,7 @@ from .uploads import (
     unprocessable,
 )
 
-WEB_DIR = Path(__file__).parent.parent / "web"
+WEB_DIR = FilePath(__file__).parent.parent / "web"
 
 
 def install_routes(app: FastAPI, service: SearchService, max_upload_bytes: int) -> None:
@@ -38,7 +39,7 @@ def install_routes(app: FastAPI, service: SearchService, max_upload_bytes: int) 
         openapi_extra=UPLOAD_OPENAPI,
         responses={413: {"description": "Upload too large"}, 415: {"description": "Not an image"}},
     )
-    async def search_upload(request: Request) -> dict[str, Any]:
+    async def search_upload(request: Request) -> JSON:
         """Upload an image as multipart field `image`; get the most similar images of the collection, best first.
 
         Form fields: `k` (results, 1..10000, default 10), `nprobe` (IVF lists to visit), `ef` (HNSW search beam).
@@ -59,22 +60,24 @@ def install_routes(app: FastAPI, service: SearchService, max_upload_bytes: int) 
         finally:
             await form.close()
         results = await run_in_threadpool(service.search_upload, data, name, k, nprobe, ef)
-        return {"query": {"name": name}, "results": results, "took_ms": ms_since(started)}
+        return JSON({"query": {"name": name}, "results": results, "took_ms": ms_since(started)})
 
     @app.get("/api/search", summary="Search with an indexed image, by id")
     async def search_by_id(
-        id: Annotated[int, Query(ge=1, description="Catalog id of an indexed image (from any search's results).")],
+        id: Annotated[
+            int, Query(ge=1, le=MAX_ID, description="Catalog id of an indexed image (from any search's results).")
+        ],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many results.")] = DEFAULT_K,
         nprobe: Annotated[int | None, Query(ge=1, le=MAX_NPROBE, description="IVF: lists to visit.")] = None,
         ef: Annotated[int | None, Query(ge=1, le=MAX_EF, description="HNSW: search beam.")] = None,
-    ) -> dict[str, Any]:
+    ) -> JSON:
         """The images most like an indexed one, using its stored embedding (no decoding, no CNN)."""
         started = time.perf_counter()
         path, results = await run_in_threadpool(service.search_id, id, k, nprobe, ef)
-        return {"query": {"id": id, "path": path}, "results": results, "took_ms": ms_since(started)}
+        return JSON({"query": {"id": id, "path": path}, "results": results, "took_ms": ms_since(started)})
 
     @app.get("/api/images/{image_id}", summary="The original file of an indexed image")
-    async def original(image_id: int) -> FileResponse:
+    async def original(image_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> FileResponse:
         record = await run_in_threadpool(service.indexed_image, image_id)
         media_type = await run_in_threadpool(sniff_media_type, record.path)
         return FileResponse(
@@ -86,13 +89,13 @@ def install_routes(app: FastAPI, service: SearchService, max_upload_bytes: int) 
         )
 
     @app.get("/api/thumbs/{image_id}", summary="A JPEG thumbnail of an indexed image")
-    async def thumbnail(image_id: int) -> Response:
+    async def thumbnail(image_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> Response:
         data = await run_in_threadpool(service.thumbnail, image_id)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/api/stats", summary="Counts, model, index kind and sizes of the collection")
-    async def stats() -> dict[str, Any]:
-        return await run_in_threadpool(service.stats)
+    async def stats() -> JSON:
+        return JSON(await run_in_threadpool(service.stats))
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

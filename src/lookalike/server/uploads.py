@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
 from fastapi import Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..search import MAX_K
 from .guard import Message
@@ -14,6 +17,13 @@ from .guard import Message
 DEFAULT_K = 10
 MAX_NPROBE = 65_536
 MAX_EF = 65_536
+BODY_TIMEOUT_SECONDS = 10.0  # longest silence while an upload's body arrives
+
+log = logging.getLogger("lookalike.server")
+
+
+class _Stalled(Exception):
+    """The client sent no part of the body for too long."""
 
 
 class _TooLarge(Exception):
@@ -41,8 +51,11 @@ UPLOAD_OPENAPI = {
 }
 
 
-async def read_form(request: Request, limit: int) -> Any:
-    """Parse the multipart body, refusing it (413) as soon as it is known to exceed `limit` bytes."""
+async def read_form(request: Request, limit: int, timeout: float = BODY_TIMEOUT_SECONDS) -> Any:
+    """Parse the multipart body, refusing it (413) as soon as it is known to exceed `limit` bytes.
+
+    A client that sends nothing for `timeout` seconds is answered 408 (a slow upload must not hold a worker).
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -59,7 +72,10 @@ async def read_form(request: Request, limit: int) -> Any:
 
     async def counting_receive() -> Message:
         nonlocal received
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), timeout)
+        except asyncio.TimeoutError:
+            raise _Stalled from None
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
@@ -71,6 +87,11 @@ async def read_form(request: Request, limit: int) -> Any:
         return await counted.form(max_files=1, max_fields=8, max_part_size=64 * 1024)
     except _TooLarge:
         raise _too_large(limit) from None
+    except _Stalled:
+        raise StarletteHTTPException(408, f"the upload sent nothing for {timeout:g} s") from None
+    except ClientDisconnect:
+        log.info("a client went away during its upload")
+        raise StarletteHTTPException(400, "the client went away during the upload") from None
 
 
 def _too_large(limit: int) -> StarletteHTTPException:
