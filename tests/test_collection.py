@@ -155,3 +155,13 @@ def test_a_read_only_collection_never_writes_and_refreshes_when_another_process_
             writer.add_folder(photos)
         assert reader.refresh()
         assert reader.index().count == len(SAMPLE_PHOTOS) + 1
+
+
+def test_scratch_files_of_a_killed_update_are_counted_then_removed_by_the_next(index_copy: Path) -> None:
+    dead = index_copy / ".index.faiss.a1b2c3.tmp"  # what a kill -9 during a save leaves
+    dead.write_bytes(b"\0" * 4096)
+    with Collection.open(index_copy) as collection:
+        assert collection.info().temp_files == 1
+        collection.reindex("flat")
+        assert collection.info().temp_files == 0
+    assert not dead.exists()

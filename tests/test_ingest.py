@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -253,6 +254,41 @@ def test_a_full_disk_stops_cleanly_and_keeps_committed_work(tmp_path: Path, tiny
     assert resumed.returncode == 0, resumed.stderr
     with Collection.open(index) as collection:
         assert collection.catalog.count() == collection.index().count == 300
+
+
+def test_a_disk_full_before_the_catalog_exists_leaves_nothing_half_made(tmp_path: Path, tiny_disk: Path) -> None:
+    photos = tmp_path / "photos"
+    _photos(photos, ["coffee"])
+    filler = tiny_disk / "filler"
+    with open(filler, "wb", buffering=0) as handle, contextlib.suppress(OSError):  # fill the disk to the last byte
+        while True:
+            handle.write(b"\0" * 4096)
+    command = [sys.executable, "-m", "lookalike", "index", str(photos), "--index", str(tiny_disk / "new" / "idx")]
+    full = subprocess.run(command + ["--model", PLUMBING], capture_output=True, text=True, timeout=120)
+    assert full.returncode == 1 and "Traceback" not in full.stderr
+    assert full.stderr.count("\n") == 1 and full.stderr.startswith("error: cannot create the catalog in"), full.stderr
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]  # no folder, no empty catalog left behind
+
+
+def test_two_first_runs_on_one_new_folder_end_with_one_collection(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    _photos(photos, ["astronaut", "chelsea", "coffee", "rocket"])
+    command = [sys.executable, "-m", "lookalike", "index", str(photos), "--index", str(tmp_path / "idx")]
+    command += ["--model", PLUMBING, "--quiet"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = []
+    for run in runs:
+        _, stderr = run.communicate(timeout=120)
+        outcomes.append((run.returncode, stderr))
+    assert any(code == 0 for code, _ in outcomes), outcomes
+    for code, stderr in outcomes:
+        assert "Traceback" not in stderr
+        if code != 0:
+            assert code == 1 and stderr.strip().splitlines() == [
+                f"error: another lookalike process is updating {tmp_path / 'idx'}; wait for it to finish"
+            ]
+    with Collection.open(tmp_path / "idx") as collection:
+        assert collection.catalog.count() == collection.index().count == 4
 
 
 def test_ctrl_c_on_the_command_line_says_how_to_resume(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CatalogWriteError, CollectionNotFoundError, NotIndexedError, SchemaVersionError
+from . import catalog_file
+from .errors import CatalogWriteError, CollectionNotFoundError, CorruptCatalogError, NotIndexedError, SchemaVersionError
 
 CATALOG_FILE = "catalog.sqlite"
 IMAGE_COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, error"
@@ -63,6 +64,13 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda connection: _run_script(connection, _SCHEMA_1),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _climb_from_nothing(connection: sqlite3.Connection) -> None:
+    """Give a new catalog file every step of the ladder."""
+    for version, step in enumerate(MIGRATIONS):
+        step(connection)
+        connection.execute(f"PRAGMA user_version = {version + 1}")
 
 
 @dataclass(frozen=True)
@@ -123,22 +131,19 @@ class Catalog:
 
     @classmethod
     def open(cls, folder: Path | str, create: bool = False) -> Catalog:
-        """Open the catalog in `folder`; with `create`, make the folder and an empty catalog."""
+        """Open the catalog in `folder`; with `create`, make the folder and an empty catalog (atomically)."""
         folder = Path(folder)
         path = folder / CATALOG_FILE
         if not path.is_file():
             if not create:
                 raise CollectionNotFoundError(f"no lookalike collection in {folder}")
-            folder.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA foreign_keys=ON")
-        # Hit lookups on a million-row catalog miss SQLite's default 2 MB page cache.
-        connection.execute("PRAGMA cache_size=-65536")
-        connection.execute("PRAGMA mmap_size=268435456")
-        catalog = cls(connection, path)
-        catalog._migrate()
+            catalog_file.create(path, _climb_from_nothing)
+        catalog = cls(catalog_file.connect(path), path)
+        try:
+            catalog._migrate()
+        except BaseException:
+            catalog.close()
+            raise
         return catalog
 
     def close(self) -> None:
@@ -148,6 +153,11 @@ class Catalog:
     def _migrate(self) -> None:
         """Climb the schema ladder from the catalog's version to SCHEMA_VERSION, one transaction a step."""
         version = self._schema_version()
+        if version == 0:  # every catalog lookalike makes has climbed at least one step before it is in place
+            raise CorruptCatalogError(
+                f"{self.path} is not a lookalike catalog: restore it from a backup, or index the photos again "
+                "into a new folder"
+            )
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"{self.path} was written by a newer lookalike (schema {version}); upgrade lookalike"

@@ -15,7 +15,8 @@ command-line flag or an HTTP field: the shells add that hint.
     │   ├── CollectionNotFoundError the folder holds no collection (alias: IndexNotFoundError)
     │   └── NotIndexedError         an image id or path the catalog does not hold
     ├── CorruptError
-    │   └── CorruptIndexError       the Faiss file does not match what the catalog recorded
+    │   ├── CorruptIndexError       the Faiss file does not match what the catalog recorded
+    │   └── CorruptCatalogError     the catalog file is damaged, empty or not a catalog
     ├── EmbedderUnavailableError    the embedder's weights or libraries cannot be loaded
     ├── ImageDecodeError            a file could not be read or decoded as an image
     ├── StorageError                a file could not be written; the previous version is kept
@@ -79,6 +80,10 @@ class CorruptIndexError(CorruptError):
     """The Faiss file does not match what the catalog recorded."""
 
 
+class CorruptCatalogError(CorruptError):
+    """The catalog file is damaged, empty, or not a lookalike catalog."""
+
+
 class EmbedderUnavailableError(LookalikeError):
     """The embedder is registered, but its weights or libraries cannot be loaded."""
 
@@ -111,6 +116,7 @@ __all__ = [
     "BusyError",
     "CatalogWriteError",
     "CollectionNotFoundError",
+    "CorruptCatalogError",
     "CorruptError",
     "CorruptIndexError",
     "EmbedderMismatchError",

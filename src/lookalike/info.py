@@ -10,6 +10,7 @@ from .catalog import CATALOG_FILE, Catalog
 from .index import INDEX_FILE
 from .index_store import IndexStore
 from .settings import MANIFEST_FILE, read_settings
+from .storage import scratch_files
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class CollectionInfo:
     search_params: dict
     bytes_on_disk: dict
     skipped_files: list[tuple[str, str]]
+    temp_files: int = 0  # scratch files of interrupted writes (removed by the next update)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of a collection's numbers, one for every shell."""
@@ -61,4 +63,5 @@ def describe(folder: Path, catalog: Catalog, store: IndexStore) -> CollectionInf
         search_params=settings.search_defaults,
         bytes_on_disk=sizes,
         skipped_files=skipped,
+        temp_files=len(scratch_files(folder)),
     )

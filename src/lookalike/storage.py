@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,6 +84,26 @@ def file_fingerprint(path: Path | str) -> dict[str, int]:
     return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "ctime_ns": info.st_ctime_ns, "inode": info.st_ino}
 
 
+SCRATCH_PATTERN = ".*.tmp"  # what atomic_write_with names its temporary files
+
+
+def scratch_files(folder: Path) -> list[Path]:
+    """Temporary files of atomic writes in `folder` (left behind only when a writer was killed)."""
+    return sorted(path for path in folder.glob(SCRATCH_PATTERN) if path.is_file())
+
+
+def remove_stale_scratch(folder: Path, pattern: str = SCRATCH_PATTERN, min_age_seconds: float = 0.0) -> int:
+    """Delete scratch files at least `min_age_seconds` old; return how many (call only while holding the lock)."""
+    removed = 0
+    now = time.time()
+    for path in sorted(folder.glob(pattern)):
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime >= min_age_seconds:
+                path.unlink()
+                removed += 1
+    return removed
+
+
 class FolderLock:
     """The update lock of one folder (an flock on its lock file), re-entrant within one holder."""
 
@@ -112,6 +133,8 @@ class FolderLock:
                 return
             self._depth = 1
             try:
+                remove_stale_scratch(self.folder)  # only lock holders write scratch files: any found now are dead
+                remove_stale_scratch(self.folder, ".*.new", min_age_seconds=3600)  # catalogs being created
                 yield True
             finally:
                 self._depth = 0

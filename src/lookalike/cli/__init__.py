@@ -27,7 +27,7 @@ if _main_thread:
 
 import click  # noqa: E402
 
-from .common import INTERRUPTED  # noqa: E402
+from .common import INTERRUPTED, interrupted_import  # noqa: E402
 from .indexing import index, reindex  # noqa: E402
 from .searching import demo, info, models, search  # noqa: E402
 from .serving import serve  # noqa: E402
@@ -43,7 +43,9 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, ImportError) as error:
+            if isinstance(error, ImportError) and not interrupted_import(error):
+                raise
             click.echo(INTERRUPTED, err=True)
             sys.exit(130)
 

@@ -50,8 +50,18 @@ def run(action: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         click.echo(INTERRUPTED, err=True)
         sys.exit(130)
+    except ImportError as error:
+        if not interrupted_import(error):
+            raise
+        click.echo(INTERRUPTED, err=True)
+        sys.exit(130)
     except OSError as error:
         fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
+
+
+def interrupted_import(error: ImportError) -> bool:
+    """True for an import that Ctrl-C broke off (a C extension's initialisation reports it as ImportError)."""
+    return isinstance(error.__context__, KeyboardInterrupt) or isinstance(error.__cause__, KeyboardInterrupt)
 
 
 def _current_param(name: str) -> Any:

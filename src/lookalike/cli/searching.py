@@ -95,6 +95,8 @@ def info(index_dir: str, as_json: bool) -> None:
     click.echo(
         "on disk:       " + ", ".join(f"{name} {format_size(size)}" for name, size in details.bytes_on_disk.items())
     )
+    if details.temp_files:
+        click.echo(f"temp files:    {details.temp_files} left by an interrupted update (the next update removes them)")
     for path, reason in details.skipped_files:
         click.echo(f"skipped:       {printable(path)}: {reason}")
 

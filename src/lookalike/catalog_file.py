@@ -1,0 +1,137 @@
+"""The catalog's SQLite file: opening it, creating it whole or not at all, and naming damage as such.
+
+SQLite reports a damaged file ("file is not a database", "database disk image is malformed") as a
+plain DatabaseError, on whichever statement first touches the bad page. The connection and cursors
+made here turn those into CorruptCatalogError wherever they surface, so every command ends with one
+line that says what happened and what to do. A new catalog is built under a temporary name and
+linked into place only once its schema is complete: a full disk or a crash leaves no half-made
+catalog, and of two processes creating the same collection at once, one creates it and the other
+opens it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import CorruptCatalogError, StorageError
+
+_CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
+
+
+def damage(path: Path, error: sqlite3.DatabaseError) -> CorruptCatalogError:
+    """The error for a damaged catalog file."""
+    return CorruptCatalogError(
+        f"the catalog {path} is damaged ({error}): restore it from a backup, or index the photos again into a new "
+        "folder (the photos themselves are untouched)"
+    )
+
+
+def _is_damage(error: sqlite3.DatabaseError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _CORRUPT_CODES
+    return type(error) is sqlite3.DatabaseError
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose every step reports a damaged file as CorruptCatalogError."""
+
+    path: Path
+
+    def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return method(*args)
+        except sqlite3.DatabaseError as error:
+            if _is_damage(error):
+                raise damage(self.path, error) from None
+            raise
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        return self._call(super().execute, sql, parameters)
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> _Cursor:
+        return self._call(super().executemany, sql, parameters)
+
+    def fetchone(self) -> Any:
+        return self._call(super().fetchone)
+
+    def fetchall(self) -> list[Any]:
+        return self._call(super().fetchall)
+
+    def __next__(self) -> Any:
+        return self._call(super().__next__)
+
+
+class CatalogConnection(sqlite3.Connection):
+    """A connection whose statements report a damaged file as CorruptCatalogError."""
+
+    path: Path = Path()
+
+    def cursor(self, factory: Any = None) -> _Cursor:  # type: ignore[override]
+        cursor = super().cursor(factory or _Cursor)
+        cursor.path = self.path
+        return cursor
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> _Cursor:
+        return self.cursor().executemany(sql, parameters)
+
+
+def connect(path: Path) -> CatalogConnection:
+    """Open an existing catalog file (CorruptCatalogError when it is empty or not SQLite at all)."""
+    if path.stat().st_size == 0:
+        raise CorruptCatalogError(
+            f"the catalog {path} is empty: restore it from a backup, or index the photos again into a new folder"
+        )
+    connection = sqlite3.connect(
+        path, timeout=30.0, isolation_level=None, check_same_thread=False, factory=CatalogConnection
+    )
+    connection.path = path
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        # Hit lookups on a million-row catalog miss SQLite's default 2 MB page cache.
+        connection.execute("PRAGMA cache_size=-65536")
+        connection.execute("PRAGMA mmap_size=268435456")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def create(path: Path, initialise: Callable[[sqlite3.Connection], None]) -> None:
+    """Create the catalog file at `path` whole, with `initialise` run on it, unless one appears meanwhile."""
+    folder = path.parent
+    missing = [folder, *folder.parents]
+    made = [place for place in missing[: next(i for i, p in enumerate(missing) if p.exists())]]  # deepest first
+    # Not named like atomic writes' scratch files (.*.tmp): a lock holder removes those, and this one is
+    # made before any lock exists.
+    scratch = folder / f".{path.name}.{os.getpid()}.new"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(scratch, isolation_level=None)
+        try:
+            initialise(connection)
+        finally:
+            connection.close()
+        with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
+            os.link(scratch, path)
+    except (OSError, sqlite3.Error) as error:
+        with contextlib.suppress(OSError):
+            scratch.unlink()
+        for place in made:  # the folders this call made, deepest first, if still empty: nothing half-made is left
+            with contextlib.suppress(OSError):
+                place.rmdir()
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise StorageError(f"cannot create the catalog in {folder}: {reason}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            scratch.unlink()
