@@ -52,6 +52,7 @@ _WHITE = (255, 255, 255)
 DRAFT_OVERSAMPLING = 2  # see decode_file
 
 IN_MEMORY_BYTES = 64 << 20  # files up to this size are read whole; bigger ones are decoded from the open file
+HEADER_WINDOW_BYTES = 8 << 20  # how much of a big file identification may read (see _HeaderWindow)
 _CHUNK = 1 << 20
 # Peak memory per decoded pixel: Pillow keeps RGB as 4 bytes a pixel, and mode conversion, alpha flattening
 # and orientation each make a full-size copy while the previous one is alive.
@@ -251,7 +252,43 @@ def _open_handle(
                 raise ImageDecodeError(path, "empty file (0 bytes)")
             return _open(io.BytesIO(data), path, min_size, max_megapixels, before_load)
         handle.seek(0)  # it grew past the threshold while being read: decode from the file instead
-    return _open(handle, path, min_size, max_megapixels, before_load)
+    window = _HeaderWindow(handle, HEADER_WINDOW_BYTES)
+    return _open(window, path, min_size, max_megapixels, lambda: _accept_header(window, before_load))  # type: ignore[arg-type]
+
+
+class _HeaderWindow:
+    """A file that reads as if it ended at `limit` bytes until its header is accepted.
+
+    Pillow's JPEG parser skips bytes that are not markers one read(1) at a time: a JPEG marker followed
+    by a gigabyte of junk costs minutes of CPU. Identification sees only the first `limit` bytes (a header
+    never needs more); decoding, once the size is accepted, sees the whole file.
+    """
+
+    def __init__(self, handle: BinaryIO, limit: int) -> None:
+        self._handle = handle
+        self._position = handle.tell()  # tracked here: tell() on the file is a system call per read(1)
+        self.limit: int | None = limit
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.limit is not None:
+            room = max(0, self.limit - self._position)
+            size = room if size is None or size < 0 else min(size, room)
+        data = self._handle.read(size)
+        self._position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._position = self._handle.seek(offset, whence)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+
+def _accept_header(window: _HeaderWindow, before_load: Callable[[], None] | None) -> None:
+    window.limit = None
+    if before_load is not None:
+        before_load()
 
 
 def _open(
