@@ -33,12 +33,15 @@ PROBE = textwrap.dedent(
     below = faiss.downcast_index(index)
     while isinstance(below, faiss.IndexPreTransform):
         below = faiss.downcast_index(below.index)
-    if not isinstance(below, faiss.IndexIVF):
+    if not isinstance(below, faiss.IndexIVF):  # as lookalike does: other kinds take ids through an IDMap
         index = faiss.IndexIDMap2(index)
     index.train(x)
     index.add_with_ids(x, np.arange(100, 100 + count, dtype="int64"))
     params = None
-    if accepts_search_parameters(index) and not isinstance(below, faiss.IndexIVF):
+    if isinstance(below, faiss.IndexRefine):  # takes only its own kind, and no selector
+        params = faiss.IndexRefineSearchParameters()
+        params.k_factor = below.k_factor
+    elif accepts_search_parameters(index) and not isinstance(below, faiss.IndexIVF):
         params = faiss.SearchParameters()
         params.sel = faiss.IDSelectorNot(faiss.IDSelectorRange(0, 1))  # a tombstone filter, as lookalike's
     elif isinstance(below, faiss.IndexIVF):
@@ -115,6 +118,12 @@ def test_training_size_is_what_counts():
         ("SQ8", 1, 64, "cosine", True),
         ("IVF4,PQ8x4", 16, 64, "cosine", True),
         ("PQ8x4fs", 300, 64, "cosine", False),
+        ("IVF2,PQ8x4fs", 300, 64, "cosine", True),
+        ("RQ4x4", 300, 64, "cosine", False),
+        ("PRQ2x2x4", 300, 64, "cosine", False),
+        ("IVF2,RQ4x4", 300, 64, "cosine", True),
+        ("PQ8x4,RFlat", 300, 64, "cosine", True),  # Refine's own parameters, none for its PQ base
+        ("HNSW32,Flat,RFlat", 300, 64, "cosine", True),
         ("RR64,Flat", 40, 64, "cosine", True),
     ],
 )

@@ -11,7 +11,8 @@ before anything is built. The rules were found by building, training, adding
 and searching each kind in a subprocess (Faiss 1.15), and by reading Faiss's source.
 
 `accepts_search_parameters` says whether an index takes a SearchParameters
-object at search time: flat PQ, LSH, NSG and PQ fast-scan indexes raise
+object at search time: flat PQ, LSH, NSG, fast-scan and additive-quantizer
+(RQ, LSQ) indexes raise
 "search params not supported" / "invalid search params" for any, even a plain
 one, so they must be searched with params=None and tombstones filtered after.
 """
@@ -25,7 +26,14 @@ from .errors import IndexSpecError
 METRICS = {"cosine": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 NNDESCENT_MIN_VECTORS = 101  # NNDescent (NSG's graph build) needs more than NUM_EVAL_POINTS = 100
 # Indexes whose search() refuses any SearchParameters, even a plain one carrying only an id selector.
-NO_SEARCH_PARAMETERS: tuple[type, ...] = (faiss.IndexPQ, faiss.IndexLSH, faiss.IndexNSG, faiss.IndexPQFastScan)
+# Fast-scan (PQ..fs, RQ..fs) and additive quantizers (RQ, LSQ, PRQ, PLSQ) refuse them in their base classes.
+NO_SEARCH_PARAMETERS: tuple[type, ...] = (
+    faiss.IndexPQ,
+    faiss.IndexLSH,
+    faiss.IndexNSG,
+    faiss.IndexFastScan,
+    faiss.IndexAdditiveQuantizer,
+)
 
 
 def check_factory(factory: str, count: int, dim: int, metric: str = "cosine", train_size: int | None = None) -> None:
@@ -48,11 +56,15 @@ def check_factory(factory: str, count: int, dim: int, metric: str = "cosine", tr
 def accepts_search_parameters(index: faiss.Index) -> bool:
     """Whether `index.search(..., params=...)` accepts a SearchParameters object (of the matching kind).
 
-    IVF kinds take SearchParametersIVF, HNSW SearchParametersHNSW, Refine IndexRefineSearchParameters,
-    Flat and scalar quantizers a plain SearchParameters; NO_SEARCH_PARAMETERS kinds none at all.
+    IVF kinds take SearchParametersIVF, HNSW SearchParametersHNSW, Flat and scalar quantizers a plain
+    SearchParameters; NO_SEARCH_PARAMETERS kinds none at all. A Refine layer always takes
+    IndexRefineSearchParameters (and no selector), whose base_index_params must stay unset when
+    `accepts_search_parameters(refine.base_index)` is False.
     """
-    core, _ = _strip_wrappers(index)
-    return not isinstance(core, NO_SEARCH_PARAMETERS)
+    index = faiss.downcast_index(index)
+    while isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
+        index = faiss.downcast_index(index.index)
+    return isinstance(index, faiss.IndexRefine) or not isinstance(index, NO_SEARCH_PARAMETERS)
 
 
 def _parse(factory: str, dim: int, metric: str) -> faiss.Index:
