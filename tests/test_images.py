@@ -8,6 +8,8 @@ import os
 import pickle
 import shutil
 import struct
+import subprocess
+import sys
 import threading
 import tracemalloc
 import warnings
@@ -674,3 +676,43 @@ def test_heic_photos_decode_when_pillow_heif_is_installed(tmp_path: Path) -> Non
     upright = np.asarray(photo.resize((224, 224), Image.Resampling.BILINEAR), dtype=np.float64)
     assert np.abs(decoded.pixels.astype(np.float64) - upright).mean() < 6
     assert [Path(entry.path).name for entry in scan_images(str(tmp_path))] == ["IMG_0001.HEIC"]
+
+
+MEASURE = """
+import sys
+from lookalike.images import decode_file
+
+def status(field):
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field))
+
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")  # reset the peak (VmHWM) to the current RSS: imports do not count
+before = status("VmRSS:")
+decode_file(sys.argv[1], 224)
+print(status("VmHWM:") - before)
+"""
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "RGB"])
+def test_decoding_stays_within_bytes_per_pixel(tmp_path, mode):
+    """BYTES_PER_PIXEL is what the pixel limit assumes: the peak RSS of a decode, in a fresh process (Linux)."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak RSS")
+    width, height = 4000, 3000
+    pixels = np.zeros((height, width, 4), np.uint8)
+    pixels[..., 3] = 128
+    pixels[::7, :, 0] = 255
+    image = Image.fromarray(pixels, "RGBA")
+    if mode == "P":
+        image = image.convert("RGB").quantize(colors=16)
+        image.info["transparency"] = 0
+    elif mode == "RGB":
+        image = image.convert("RGB")
+    path = save(image, tmp_path / "big.png", compress_level=1, **({"transparency": 0} if mode == "P" else {}))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+    result = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < images.BYTES_PER_PIXEL * width * height

@@ -360,11 +360,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _flatten_onto_white(image: Image.Image) -> Image.Image:
+    """Blend onto white with the alpha band as mask: two full-size copies fewer than alpha_composite."""
     if image.mode == "La":
         image = image.convert("LA")  # Pillow has no direct La -> RGBA conversion
-    rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, _WHITE + (255,))
-    return Image.alpha_composite(background, rgba).convert("RGB")
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+    background = Image.new("RGB", rgba.size, _WHITE)
+    background.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+    return background
 
 
 def _rescale_to_uint8(values: np.ndarray) -> np.ndarray:
