@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from PIL import Image, TiffImagePlugin
 from skimage import data
 
+from lookalike import images
 from lookalike.errors import ImageDecodeError
 from lookalike.images import decode_bytes, decode_file
 
@@ -192,19 +193,25 @@ def test_garbage_png_chunks(kind, payload, good_crc, before_data):
     must_decode_or_refuse(raw[:at] + chunk + raw[at:])
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
-@given(seed_names, st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), min_size=1, max_size=6))
-def test_files_on_disk_behave_like_bytes(name, flips):
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(seed_names, st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), min_size=1, max_size=6), st.booleans())
+def test_files_on_disk_behave_like_bytes(name, flips, streamed):
+    """Read whole, or (streamed) identified through the header window then hashed and decoded from the file."""
     raw = bytearray(seeds()[name])
     for position, bit in flips:
         raw[position % len(raw)] ^= 1 << bit
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"fuzz.{name}"
-        path.write_bytes(bytes(raw))
-        try:
-            from_file = decode_file(str(path), SIZE, max_megapixels=MAX_MEGAPIXELS)
-        except ImageDecodeError as error:
-            from_file = error
+    saved = images.IN_MEMORY_BYTES
+    images.IN_MEMORY_BYTES = 100 if streamed else saved
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"fuzz.{name}"
+            path.write_bytes(bytes(raw))
+            try:
+                from_file = decode_file(str(path), SIZE, max_megapixels=MAX_MEGAPIXELS)
+            except ImageDecodeError as error:
+                from_file = error
+    finally:
+        images.IN_MEMORY_BYTES = saved
     try:
         from_bytes = decode_bytes(bytes(raw), str(path), SIZE, max_megapixels=MAX_MEGAPIXELS)
     except ImageDecodeError as error:
@@ -214,3 +221,4 @@ def test_files_on_disk_behave_like_bytes(name, flips):
         assert from_file.reason == from_bytes.reason
     else:
         assert from_file.content_hash == from_bytes.content_hash
+        assert (from_file.pixels == from_bytes.pixels).all()
