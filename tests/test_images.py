@@ -13,6 +13,7 @@ import sys
 import threading
 import tracemalloc
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -716,3 +717,15 @@ def test_decoding_stays_within_bytes_per_pixel(tmp_path, mode):
 
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) < images.BYTES_PER_PIXEL * width * height
+
+
+def test_concurrent_decoding_leaves_the_warning_filters_as_they_were():
+    """catch_warnings from several threads at once left an 'ignore everything' filter behind for good."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200)).save(buffer, "PNG")
+    before = list(warnings.filters)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: decode_bytes(buffer.getvalue(), "x.png", 32), range(2000)))
+
+    assert warnings.filters == before

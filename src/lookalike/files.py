@@ -19,9 +19,11 @@ import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import ImageDecodeError
+
+_CHUNK = 1 << 20
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
@@ -184,3 +186,44 @@ def read_all(handle: BinaryIO, path: str, max_bytes: int | None = None) -> bytes
     if max_bytes is not None and len(data) > max_bytes:
         raise ImageDecodeError(path, f"file too large (over {max_bytes} bytes)")
     return data
+
+
+def hash_open_file(handle: BinaryIO, path: str, digest: Any) -> str:
+    """The hex `digest` (a hashlib object) of an open file, read with pread: the file's position is left alone."""
+    descriptor, offset = handle.fileno(), 0
+    try:
+        while chunk := os.pread(descriptor, _CHUNK, offset):
+            digest.update(chunk)
+            offset += len(chunk)
+    except OSError as error:
+        raise ImageDecodeError(path, f"cannot read: {error.strerror or error}") from None
+    return digest.hexdigest()
+
+
+class HeaderWindow:
+    """A file that reads as if it ended at `limit` bytes until its header is accepted.
+
+    Pillow's JPEG parser skips bytes that are not markers one read(1) at a time: a JPEG marker followed
+    by a gigabyte of junk costs minutes of CPU. Identification sees only the first `limit` bytes (a header
+    never needs more); decoding, once the size is accepted, sees the whole file.
+    """
+
+    def __init__(self, handle: BinaryIO, limit: int) -> None:
+        self._handle = handle
+        self._position = handle.tell()  # tracked here: tell() on the file is a system call per read(1)
+        self.limit: int | None = limit
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.limit is not None:
+            room = max(0, self.limit - self._position)
+            size = room if size is None or size < 0 else min(size, room)
+        data = self._handle.read(size)
+        self._position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._position = self._handle.seek(offset, whence)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position

@@ -19,7 +19,8 @@ import io
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -27,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageDecodeError
-from .files import open_regular_file, read_all
+from .files import HeaderWindow, hash_open_file, open_regular_file, read_all
 from .files import read_file_bytes as read_file_bytes  # re-exported: render and the server read files via images
 
 # Formats we open. EPS (Ghostscript) and the rest of Pillow's plugins are never
@@ -52,8 +53,7 @@ _WHITE = (255, 255, 255)
 DRAFT_OVERSAMPLING = 2  # see decode_file
 
 IN_MEMORY_BYTES = 64 << 20  # files up to this size are read whole; bigger ones are decoded from the open file
-HEADER_WINDOW_BYTES = 8 << 20  # how much of a big file identification may read (see _HeaderWindow)
-_CHUNK = 1 << 20
+HEADER_WINDOW_BYTES = 8 << 20  # how much of a big file identification may read (see HeaderWindow)
 # Peak memory per decoded pixel: Pillow keeps RGB as 4 bytes a pixel, and mode conversion, alpha flattening
 # and orientation each make a full-size copy while the previous one is alive.
 BYTES_PER_PIXEL = 16
@@ -63,6 +63,9 @@ PILLOW_DEFAULT_MEGAPIXELS = 1024 * 1024 * 1024 // 4 // 3 / 1e6  # used when the 
 # A baseline JPEG decoded in draft mode needs memory for the scaled pixels only; libjpeg scales by 1/8 at most.
 _MAX_DRAFT_AREA = 64
 _pillow_limit_lock = threading.Lock()
+_IGNORE_ALL = ("ignore", None, Warning, None, 0)  # what warnings.simplefilter("ignore") inserts
+_ignoring_lock = threading.Lock()
+_ignoring = 0  # decodes in progress, in any thread
 
 
 @dataclass(frozen=True)
@@ -76,24 +79,12 @@ class DecodedImage:
 
 
 def compute_content_hash(data: bytes) -> str:
-    """A hex digest of a file's bytes, used to recognise moved and copied files."""
+    """A hex digest of a file's bytes, used to recognise moved and copied files (decode_file's streamed path
+    computes the same digest with hash_open_file)."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 # --- reading files ---------------------------------------------------------------------------------------
-
-
-def _hash_stream(handle: BinaryIO, path: str) -> str:
-    """The content hash of an open file, read in chunks with pread (the decoder's position is left alone)."""
-    digest = hashlib.blake2b(digest_size=16)
-    descriptor, offset = handle.fileno(), 0
-    try:
-        while chunk := os.pread(descriptor, _CHUNK, offset):
-            digest.update(chunk)
-            offset += len(chunk)
-    except OSError as error:
-        raise ImageDecodeError(path, f"cannot read: {error.strerror or error}") from None
-    return digest.hexdigest()
 
 
 # --- how many pixels may be decoded -----------------------------------------------------------------------
@@ -192,6 +183,30 @@ def _check_pixels(image: Image.Image, full_size: tuple[int, int], limit: int, pa
 # --- decoding --------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def _warnings_ignored() -> Iterator[None]:
+    """Ignore warnings while any thread decodes, and restore the filters exactly when the last one ends.
+
+    warnings.catch_warnings saves and restores the process-wide filter list: from several threads at
+    once the restores interleave and an "ignore everything" filter was left behind for good (seen after
+    a threaded ingest). Here the first decode in adds one filter and the last one out removes it.
+    """
+    global _ignoring
+    with _ignoring_lock:
+        if _ignoring == 0:
+            warnings.simplefilter("ignore")
+        _ignoring += 1
+    try:
+        yield
+    finally:
+        with _ignoring_lock:
+            _ignoring -= 1
+            if _ignoring == 0 and _IGNORE_ALL in warnings.filters:
+                warnings.filters.remove(_IGNORE_ALL)
+                # As warnings.filterwarnings does: cached decisions are dropped (private, hence getattr).
+                getattr(warnings, "_filters_mutated", lambda: None)()
+
+
 def _allowed_formats() -> tuple[str, ...]:
     try:
         import pillow_heif
@@ -252,40 +267,11 @@ def _open_handle(
                 raise ImageDecodeError(path, "empty file (0 bytes)")
             return _open(io.BytesIO(data), path, min_size, max_megapixels, before_load)
         handle.seek(0)  # it grew past the threshold while being read: decode from the file instead
-    window = _HeaderWindow(handle, HEADER_WINDOW_BYTES)
+    window = HeaderWindow(handle, HEADER_WINDOW_BYTES)
     return _open(window, path, min_size, max_megapixels, lambda: _accept_header(window, before_load))  # type: ignore[arg-type]
 
 
-class _HeaderWindow:
-    """A file that reads as if it ended at `limit` bytes until its header is accepted.
-
-    Pillow's JPEG parser skips bytes that are not markers one read(1) at a time: a JPEG marker followed
-    by a gigabyte of junk costs minutes of CPU. Identification sees only the first `limit` bytes (a header
-    never needs more); decoding, once the size is accepted, sees the whole file.
-    """
-
-    def __init__(self, handle: BinaryIO, limit: int) -> None:
-        self._handle = handle
-        self._position = handle.tell()  # tracked here: tell() on the file is a system call per read(1)
-        self.limit: int | None = limit
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self.limit is not None:
-            room = max(0, self.limit - self._position)
-            size = room if size is None or size < 0 else min(size, room)
-        data = self._handle.read(size)
-        self._position += len(data)
-        return data
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self._position = self._handle.seek(offset, whence)
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-
-def _accept_header(window: _HeaderWindow, before_load: Callable[[], None] | None) -> None:
+def _accept_header(window: HeaderWindow, before_load: Callable[[], None] | None) -> None:
     window.limit = None
     if before_load is not None:
         before_load()
@@ -305,10 +291,9 @@ def _open(
     """
     limit = _pixel_limit(max_megapixels)
     _let_pillow_open(limit)
-    with warnings.catch_warnings():
-        # Decoder warnings (odd EXIF in phone photos, Pillow's own bomb warning, which _check_pixels
-        # replaces) must not turn a readable photo into an error.
-        warnings.simplefilter("ignore")
+    # Decoder warnings (odd EXIF in phone photos, Pillow's own bomb warning, which _check_pixels
+    # replaces) must not turn a readable photo into an error, nor be printed by a library.
+    with _warnings_ignored():
         try:
             image = Image.open(source, formats=_allowed_formats())
             full_size = image.size  # before draft mode shrinks it
@@ -424,9 +409,12 @@ def decode_file(
         return DecodedImage(resize_for_model(image, input_size), compute_content_hash(data), width, height)
     with open_regular_file(path) as handle:
         hashed: list[str] = []
-        image, (width, height) = _open_handle(
-            handle, path, min_size, max_megapixels, lambda: hashed.append(_hash_stream(handle, path))
-        )
+        digest = hashlib.blake2b(digest_size=16)  # as compute_content_hash
+
+        def hash_file() -> None:
+            hashed.append(hash_open_file(handle, path, digest))
+
+        image, (width, height) = _open_handle(handle, path, min_size, max_megapixels, hash_file)
     return DecodedImage(resize_for_model(image, input_size), hashed[0], width, height)
 
 
