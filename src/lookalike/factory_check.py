@@ -125,6 +125,8 @@ def _check_core(factory: str, index: faiss.Index, count: int, training: int) -> 
         raise IndexSpecError(
             f"{factory!r}: an NSG graph needs at least {NNDESCENT_MIN_VECTORS} vectors; the collection has {count}"
         )
+    if isinstance(index, (faiss.IndexHNSW, faiss.IndexNSG)):
+        index = faiss.downcast_index(index.storage)  # a graph over PQ codes trains the PQ
     pq = getattr(index, "pq", None)
     if isinstance(pq, faiss.ProductQuantizer) and count and training < pq.ksub:
         raise IndexSpecError(
