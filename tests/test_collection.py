@@ -132,7 +132,7 @@ def test_l2_metric_ranks_like_cosine(index_copy: Path) -> None:
 
 def test_a_factory_string_too_big_for_the_collection_is_a_clear_error(index_copy: Path) -> None:
     with Collection.open(index_copy) as collection:
-        with pytest.raises(LookalikeError, match="could not train this index on 14 vectors: PCA matrix cannot output"):
+        with pytest.raises(LookalikeError, match="PCA to 64 dimensions needs at least 64 training vectors; the collection has 14"):
             collection.reindex("PCA64,HNSW16")
         assert collection.search_ids([1], k=1)[0].hits[0].id == 1  # the old index still serves
 
@@ -165,3 +165,34 @@ def test_scratch_files_of_a_killed_update_are_counted_then_removed_by_the_next(i
         collection.reindex("flat")
         assert collection.info().temp_files == 0
     assert not dead.exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "metric", "count"),
+    [
+        ("IVF0,Flat", "cosine", 300),
+        ("PQ16", "cosine", 300),
+        ("PQ4x4", "cosine", 300),
+        ("LSH", "l2", 300),
+        ("NSG32,Flat", "cosine", 40),
+        ("OPQ16,IVF4,PQ16x4", "cosine", 200),
+    ],
+)
+def test_factory_strings_that_failed_after_building_are_refused_or_searchable(
+    tmp_path: Path, kind: str, metric: str, count: int
+) -> None:
+    from lookalike import IndexSpecError
+    from seeded import make_collection, mixture
+
+    folder = tmp_path / "idx"
+    make_collection(folder, mixture(count, dim=256, seed=3), "flat")
+    with Collection.open(folder) as collection:
+        collection.catalog.remove_images([2])  # a tombstone the search must leave out
+        try:
+            collection.reindex(kind, metric=metric)
+        except IndexSpecError as error:  # refused before building: one line
+            assert "\n" not in str(error) and kind.split(",")[0] in str(error)
+            assert collection.info().index_factory == "Flat"  # the collection keeps its index
+            return
+        hits = collection.search_ids([1], k=5)[0].hits
+    assert len(hits) == 5 and 2 not in {hit.id for hit in hits}

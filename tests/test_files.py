@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from lookalike.files import FileEntry, has_image_extension, scan_images
+from lookalike.files import FileEntry, display_path, has_image_extension, scan_images
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +172,37 @@ def test_scan_order_is_deterministic(tmp_path, jpeg_bytes):
     assert len(first) == len(names) + 1
     relative = [os.path.relpath(path, tmp_path) for path in first]
     assert relative[:6] == ["top.png", "a/10.jpg", "a/9.jpg", "a/Z.jpg", "a/a.jpg", "a/x/10.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("/photos/cat.jpg", "/photos/cat.jpg"),
+        ("/photos/été 📷.jpg", "/photos/été 📷.jpg"),
+        ("/photos/two\nlines.jpg", "/photos/two\\nlines.jpg"),
+        ("/photos/cr\r.jpg", "/photos/cr\\r.jpg"),
+        ("/photos/\x1b[2Jclear.jpg", "/photos/\\x1b[2Jclear.jpg"),
+        ("/photos/del\x7f\x85.jpg", "/photos/del\\x7f\\x85.jpg"),
+        ("/photos/sep\u2028.jpg", "/photos/sep\\u2028.jpg"),
+        (os.fsdecode(b"/photos/caf\xe9.jpg"), "/photos/caf\\udce9.jpg"),
+    ],
+)
+def test_display_path_is_one_printable_line(path, shown):
+    line = f"skipped {display_path(path)}: not an image"
+
+    assert display_path(path) == shown
+    assert line.isprintable()
+    assert len(line.splitlines()) == 1
+    line.encode("utf-8")  # undecodable bytes are escaped, not passed on as surrogates
+
+
+def test_a_newline_in_a_skipped_name_stays_on_its_line(tmp_path):
+    put(tmp_path / "evil\nskipped other.jpg: fake.jpg", b"not an image")
+    os.mkfifo(tmp_path / "pipe\n.jpg")
+
+    entries, errors = scan(tmp_path)
+
+    lines = [f"skipped {display_path(path)}: {reason}" for path, reason in errors.items()]
+    assert len(entries) == 1
+    assert lines == [f"skipped {display_path(str(tmp_path))}/pipe\\n.jpg: not a regular file"]
+    assert "\n".join(lines).count("\n") == len(lines) - 1

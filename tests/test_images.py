@@ -7,14 +7,21 @@ import io
 import os
 import pickle
 import shutil
+import struct
+import subprocess
+import sys
+import threading
+import tracemalloc
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, TiffImagePlugin
 from skimage import data
 
+from lookalike import images
 from lookalike.errors import ImageDecodeError
 from lookalike.images import (
     DecodedImage,
@@ -22,6 +29,7 @@ from lookalike.images import (
     decode_bytes,
     decode_file,
     open_image,
+    read_file_bytes,
     resize_for_model,
     to_rgb,
 )
@@ -395,16 +403,233 @@ def test_eps_file_named_jpg_is_never_opened(tmp_path):
     assert "not an image" in decode_error(path).reason
 
 
-@pytest.mark.parametrize("limit", [100_000, 50_000], ids=["warning-range", "error-range"])
-def test_decompression_bomb_is_refused(tmp_path, monkeypatch, limit):
-    path = save(photo("chelsea"), tmp_path / "cat.jpg")  # 451 x 300 = 135,300 pixels
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+def test_pixel_limit_refuses_a_decompression_bomb(tmp_path):
+    path = save(photo("chelsea"), tmp_path / "cat.png")  # 451 x 300 = 135,300 pixels
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the refusal must not depend on the caller's warning filters
-        error = decode_error(path)
+        with pytest.raises(ImageDecodeError) as caught:
+            decode_file(str(path), SIZE, max_megapixels=0.1)
 
-    assert "decompression bomb" in error.reason
+    assert "decompression bomb" in caught.value.reason
+    assert decode_file(str(path), SIZE, max_megapixels=0.2).width == 451
+
+
+def png_header(width: int, height: int) -> bytes:
+    """The start of a real PNG claiming width x height grey pixels, cut before its pixel data."""
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64)).save(buffer, "PNG")
+    data_ = bytearray(buffer.getvalue()[:33])  # signature + IHDR chunk
+    data_[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    import zlib
+
+    data_[29:33] = zlib.crc32(bytes(data_[12:29])).to_bytes(4, "big")
+    return bytes(data_) + buffer.getvalue()[33:60]
+
+
+@pytest.mark.parametrize("megapixels", [100, 250], ids=["pillow-warning-range", "beyond-pillow-error-range"])
+def test_pixel_limit_is_settable_beyond_pillows_fixed_guard(megapixels):
+    header = png_header(megapixels * 1000, 1000)  # legitimate sizes for scans and panoramas; data cut short
+
+    with pytest.raises(ImageDecodeError) as refused:
+        decode_bytes(header, "scan.png", SIZE, max_megapixels=megapixels - 1)
+    with pytest.raises(ImageDecodeError) as allowed:
+        decode_bytes(header, "scan.png", SIZE, max_megapixels=megapixels + 1)
+
+    assert "decompression bomb" in refused.value.reason
+    assert "decompression bomb" not in allowed.value.reason  # accepted, then found truncated
+    assert "truncated" in allowed.value.reason
+
+
+def test_pillows_guard_is_raised_never_lowered(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10**12)
+
+    decode_bytes(large_jpeg(640, 480), "small.jpg", SIZE, max_megapixels=1)
+
+    assert Image.MAX_IMAGE_PIXELS == 10**12
+
+
+def test_default_pixel_limit_follows_the_memory_available(monkeypatch):
+    monkeypatch.setattr(images, "available_memory", lambda: 8 * 10**9)
+    assert images.default_max_megapixels() == pytest.approx(8e9 * images.MEMORY_SHARE / images.BYTES_PER_PIXEL / 1e6)
+    assert images.default_max_megapixels(concurrency=2) == pytest.approx(images.default_max_megapixels() / 2)
+    monkeypatch.setattr(images, "available_memory", lambda: 10**8)
+    assert images.default_max_megapixels() == images.MIN_DEFAULT_MEGAPIXELS
+    monkeypatch.setattr(images, "available_memory", lambda: None)
+    assert images.default_max_megapixels() == images.PILLOW_DEFAULT_MEGAPIXELS
+
+
+def test_memory_available_is_measured():
+    memory = images.available_memory()
+
+    assert memory is None or 0 < memory < 2**50
+
+
+@functools.cache
+def huge_grey_jpeg(width: int, height: int, progressive: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(data.camera()).resize((width, height)).save(buffer, "JPEG", quality=80, progressive=progressive)
+    return buffer.getvalue()
+
+
+def test_168_megapixel_jpeg_is_decoded_in_draft_mode():
+    jpeg = huge_grey_jpeg(14_000, 12_000)  # 168 MP, as some clip-art renderings are: refused by Pillow's 89 MP guard
+
+    decoded = decode_bytes(jpeg, "poster.jpg", SIZE, max_megapixels=20)  # draft mode decodes 1/8: 2.6 MP
+
+    assert (decoded.width, decoded.height) == (14_000, 12_000)
+    assert mean_abs(decoded.pixels, model_view(Image.fromarray(data.camera()))) < 4
+
+
+def test_progressive_jpeg_counts_its_full_size_coefficients():
+    baseline, progressive = huge_grey_jpeg(4032, 3024), huge_grey_jpeg(4032, 3024, progressive=True)
+
+    assert decode_bytes(baseline, "base.jpg", SIZE, max_megapixels=3).width == 4032  # 1/4 scale: 0.8 MP
+    with pytest.raises(ImageDecodeError) as caught:  # libjpeg keeps every coefficient of a progressive file
+        decode_bytes(progressive, "prog.jpg", SIZE, max_megapixels=3)
+    assert "decompression bomb" in caught.value.reason
+    assert decode_bytes(progressive, "prog.jpg", SIZE, max_megapixels=8).width == 4032
+
+
+# --- malformed tags (issue row 3) ----------------------------------------------------------
+
+
+def exif_block(*entries: tuple[int, int, int, bytes]) -> bytes:
+    """A little-endian EXIF block with one IFD of (tag, type, count, 4-byte value) entries, as written by hand."""
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, kind, count) + value.ljust(4, b"\0") for tag, kind, count, value in entries
+    )
+    return b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd + b"\0\0\0\0"
+
+
+ROTATE_6 = (ORIENTATION, 3, 1, struct.pack("<H", 6))
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        (0x011A, 2, 4, b"abc\0"),  # XResolution (a rational) as a string: TypeError in exif_transpose
+        (0x011A, 1, 2, b"ab"),  # XResolution as bytes: TypeError
+        (0x0128, 4, 1, struct.pack("<I", 70_000)),  # ResolutionUnit (a short) as a long: struct.error
+    ],
+    ids=["string-for-rational", "bytes-for-rational", "long-for-short"],
+)
+def test_malformed_exif_tags_do_not_cost_the_picture(broken):
+    upright = photo("chelsea")
+    buffer = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", quality=95, exif=exif_block(ROTATE_6, broken))
+
+    decoded = decode_bytes(buffer.getvalue(), "phone.jpg", SIZE)
+
+    assert (decoded.width, decoded.height) == (451, 300)  # the orientation tag itself was readable
+    assert mean_abs(decoded.pixels, model_view(upright)) < 6
+
+
+@pytest.mark.parametrize(
+    "orientation",
+    [(ORIENTATION, 2, 2, b"6\0"), (ORIENTATION, 7, 2, b"\x06\x00"), (ORIENTATION, 3, 1, struct.pack("<H", 99))],
+    ids=["string", "bytes", "out-of-range"],
+)
+def test_unreadable_orientation_is_ignored(orientation):
+    buffer = io.BytesIO()
+    photo("chelsea").save(buffer, "JPEG", quality=95, exif=exif_block(orientation))
+
+    decoded = decode_bytes(buffer.getvalue(), "odd.jpg", SIZE)
+
+    assert (decoded.width, decoded.height) == (451, 300)
+    assert mean_abs(decoded.pixels, model_view(photo("chelsea"))) < 6
+
+
+def test_malformed_tiff_tag_does_not_cost_the_picture(tmp_path):
+    upright = photo("chelsea")
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    info[ORIENTATION] = 6
+    path = save(upright.transpose(Image.Transpose.ROTATE_90), tmp_path / "scan.tif", tiffinfo=info)
+    raw = bytearray(path.read_bytes())
+    # Turn the ResolutionUnit entry (a short) into a long of 70,000: Pillow loads it, then cannot write it back.
+    offset = struct.unpack_from("<I", raw, 4)[0]
+    for i in range(struct.unpack_from("<H", raw, offset)[0]):
+        entry = offset + 2 + 12 * i
+        if struct.unpack_from("<H", raw, entry)[0] == 0x0128:
+            struct.pack_into("<HII", raw, entry + 2, 4, 1, 70_000)
+    path.write_bytes(bytes(raw))
+
+    decoded = decode_file(str(path), SIZE)
+
+    assert (decoded.width, decoded.height) == (451, 300)
+    assert mean_abs(decoded.pixels, model_view(upright)) < 6
+
+
+# --- files that are not what the scan saw (issue rows 1 and 2) --------------------------------
+
+
+def test_fifo_swapped_in_after_the_scan_is_refused_without_blocking(tmp_path):
+    path = tmp_path / "x.jpg"
+    os.mkfifo(path)  # what a scan that saw a JPEG here finds when it reads
+    outcome: list[object] = []
+    reader = threading.Thread(target=lambda: outcome.append(_decode_or_error(path)), daemon=True)
+
+    reader.start()
+    reader.join(timeout=60)
+    if reader.is_alive():  # blocked in open(): free it by opening the writing end, then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
+        pytest.fail("decode_file blocked on a FIFO")
+
+    assert isinstance(outcome[0], ImageDecodeError)
+    assert outcome[0].reason == "not a regular file"
+
+
+def _decode_or_error(path: Path) -> object:
+    try:
+        return decode_file(str(path), SIZE)
+    except ImageDecodeError as error:
+        return error
+
+
+@pytest.mark.parametrize("head", [b"", b"\xff\xd8\xff\xe0"], ids=["zeros", "jpeg-marker-then-zeros"])
+def test_huge_file_is_refused_in_bounded_memory(tmp_path, monkeypatch, head):
+    # Pillow skips junk after a JPEG marker one byte at a time: without a header window the marker case
+    # scans the whole 1 GiB (minutes). A smaller window than the default keeps this test quick.
+    monkeypatch.setattr(images, "HEADER_WINDOW_BYTES", 256 << 10)
+    path = tmp_path / "huge.jpg"
+    with open(path, "wb") as handle:
+        handle.write(head)
+        handle.truncate(1 << 30)  # 1 GiB, sparse: costs no disk
+
+    tracemalloc.start()
+    try:
+        error = decode_error(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert "not an image" in error.reason or "corrupt" in error.reason
+    assert peak < 16 << 20  # never the whole file in memory
+
+
+def test_big_file_is_hashed_and_decoded_from_disk(tmp_path, monkeypatch):
+    path = save(photo("rocket"), tmp_path / "rocket.png")
+    small = decode_file(str(path), SIZE)
+    monkeypatch.setattr(images, "IN_MEMORY_BYTES", 1000)  # the streaming path, with a small real file
+
+    streamed = decode_file(str(path), SIZE)
+
+    assert streamed.content_hash == small.content_hash == compute_content_hash(path.read_bytes())
+    assert np.array_equal(streamed.pixels, small.pixels)
+    assert (streamed.width, streamed.height) == (640, 427)
+
+
+def test_read_file_bytes_is_bounded_and_refuses_fifos(tmp_path):
+    path = save(photo("chelsea"), tmp_path / "cat.jpg")
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+
+    assert read_file_bytes(str(path)) == path.read_bytes()
+    with pytest.raises(ImageDecodeError, match="too large"):
+        read_file_bytes(str(path), max_bytes=100)
+    with pytest.raises(ImageDecodeError, match="not a regular file"):
+        read_file_bytes(str(fifo))
 
 
 def test_unreadable_file_is_refused(tmp_path):
@@ -452,3 +677,55 @@ def test_heic_photos_decode_when_pillow_heif_is_installed(tmp_path: Path) -> Non
     upright = np.asarray(photo.resize((224, 224), Image.Resampling.BILINEAR), dtype=np.float64)
     assert np.abs(decoded.pixels.astype(np.float64) - upright).mean() < 6
     assert [Path(entry.path).name for entry in scan_images(str(tmp_path))] == ["IMG_0001.HEIC"]
+
+
+MEASURE = """
+import sys
+from lookalike.images import decode_file
+
+def status(field):
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field))
+
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")  # reset the peak (VmHWM) to the current RSS: imports do not count
+before = status("VmRSS:")
+decode_file(sys.argv[1], 224)
+print(status("VmHWM:") - before)
+"""
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "RGB"])
+def test_decoding_stays_within_bytes_per_pixel(tmp_path, mode):
+    """BYTES_PER_PIXEL is what the pixel limit assumes: the peak RSS of a decode, in a fresh process (Linux)."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak RSS")
+    width, height = 4000, 3000
+    pixels = np.zeros((height, width, 4), np.uint8)
+    pixels[..., 3] = 128
+    pixels[::7, :, 0] = 255
+    image = Image.fromarray(pixels, "RGBA")
+    if mode == "P":
+        image = image.convert("RGB").quantize(colors=16)
+        image.info["transparency"] = 0
+    elif mode == "RGB":
+        image = image.convert("RGB")
+    path = save(image, tmp_path / "big.png", compress_level=1, **({"transparency": 0} if mode == "P" else {}))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+    result = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < images.BYTES_PER_PIXEL * width * height
+
+
+def test_concurrent_decoding_leaves_the_warning_filters_as_they_were():
+    """catch_warnings from several threads at once left an 'ignore everything' filter behind for good."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200)).save(buffer, "PNG")
+    before = list(warnings.filters)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: decode_bytes(buffer.getvalue(), "x.png", 32), range(2000)))
+
+    assert warnings.filters == before

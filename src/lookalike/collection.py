@@ -58,6 +58,8 @@ class Collection:
         self._index_state: IndexState | None = None  # what a read-only collection's index was loaded from
         self._search_cache: tuple[tuple[int, int], dict, np.ndarray] | None = None
         self.stages: list[Stage] = []  # run on each query's hits after the index (see search.py)
+        # The largest image decoded, in megapixels (default: what the memory available allows; see images.py).
+        self.max_megapixels: float | None = None
 
     # --- opening ---------------------------------------------------------------
 
@@ -194,6 +196,7 @@ class Collection:
                 workers=workers,
                 on_progress=on_progress,
                 on_skip=on_skip,
+                max_megapixels=self.max_megapixels,
             )
             report = ingester.run(root)
             if kind:
@@ -321,7 +324,7 @@ class Collection:
                 try:
                     if not os.path.isfile(label):
                         raise ImageDecodeError(label, "not a file")
-                    pixels = decode_file(label, self.embedder().input_size).pixels
+                    pixels = decode_file(label, self.embedder().input_size, max_megapixels=self.max_megapixels).pixels
                 except ImageDecodeError as error:
                     if on_error is None:
                         raise
@@ -346,7 +349,7 @@ class Collection:
     def embed_image_bytes(self, data: bytes, name: str = "upload") -> np.ndarray:
         """The embedding of an image given as bytes, as a (1, dim) array (ImageDecodeError if it is none)."""
         embedder = self.embedder()
-        return embedder.embed(decode_bytes(data, name, embedder.input_size).pixels[None])
+        return embedder.embed(decode_bytes(data, name, embedder.input_size, self.max_megapixels).pixels[None])
 
     def search_ids(
         self, ids: Sequence[int], k: int = 10, nprobe: int | None = None, ef_search: int | None = None

@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 from .errors import IndexSpecError, LookalikeError
+from .factory_check import accepts_search_parameters
 from .storage import atomic_write_with, file_checksum
 
 if TYPE_CHECKING:
@@ -77,7 +78,10 @@ class VectorIndex:
         self._hnsw = find_hnsw(index)
         self._read_only = read_only  # a read-only file mapping (mmap): searchable, nothing can be added
         self._gpu = False
-        self._selector_ok = self._selector_reaches_search()
+        # Flat PQ, LSH, NSG, fast-scan and additive-quantizer indexes refuse any SearchParameters: search them
+        # with none, and filter tombstones afterwards.
+        self._takes_params = accepts_search_parameters(index)
+        self._selector_ok = self._takes_params and self._selector_reaches_search()
         # Search parameters per (nprobe, efSearch): built once, not on every query (they cost ~20-60 us).
         self._params_cache: dict[tuple, tuple[object, object, list[object]]] = {}
 
@@ -96,10 +100,14 @@ class VectorIndex:
         quantizer = faiss.downcast_index(ivf.quantizer) if ivf is not None else None
         if isinstance(quantizer, faiss.IndexHNSW):
             quantizer.hnsw.efSearch = QUANTIZER_EF_SEARCH  # Faiss's 16 misses some of the nearest lists
-        if isinstance(ivf, faiss.IndexIVFPQ):
-            # The factory turns on polysemous training for 8-bit codes: seconds of training for
-            # Hamming filtering that search never uses (polysemous_ht stays 0).
-            ivf.do_polysemous_training = False
+        # The factory turns on polysemous training for 8-bit PQ codes: seconds to a minute of training for
+        # Hamming filtering that search never uses (polysemous_ht stays 0).
+        core = faiss.downcast_index(index)
+        while isinstance(core, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
+            core = faiss.downcast_index(core.index)
+        for layer in (ivf, core, getattr(core, "storage", None)):
+            if layer is not None and hasattr(faiss.downcast_index(layer), "do_polysemous_training"):
+                faiss.downcast_index(layer).do_polysemous_training = False
         hnsw = find_hnsw(index)
         if hnsw is not None and "efConstruction" in plan.params:
             hnsw.hnsw.efConstruction = plan.params["efConstruction"]
@@ -218,6 +226,8 @@ class VectorIndex:
         if self._gpu:
             if key[0]:
                 faiss.GpuParameterSpace().set_index_parameter(self.index, "nprobe", int(key[0]))
+            return None
+        if not self._takes_params:
             return None
         excluding = exclude if exclude is not None and self._selector_ok else None
         cached = self._params_cache.get(key)

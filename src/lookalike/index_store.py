@@ -22,6 +22,7 @@ import numpy as np
 
 from .catalog import Catalog
 from .errors import CorruptIndexError, IndexSpecError
+from .factory_check import check_factory
 from .index import INDEX_FILE, METRICS, MMAP_FLAGS, VectorIndex, faiss_reason
 from .planner import IndexPlan, plan_index
 from .settings import IndexState, Settings, read_settings, store_settings, write_manifest
@@ -164,7 +165,10 @@ class IndexStore:
 
     def build(self, plan: IndexPlan) -> tuple[VectorIndex, int]:
         """An index for `plan` holding every stored embedding, in memory; and the highest id it covers."""
-        index = VectorIndex.create(plan, read_settings(self.catalog).dim)
+        dim = read_settings(self.catalog).dim
+        # Factory strings Faiss builds but that then fail, or crash the process, on this many vectors.
+        check_factory(plan.factory, self.catalog.count_embeddings(), dim, plan.metric, plan.train_size or None)
+        index = VectorIndex.create(plan, dim)
         if not index.is_trained:
             index.train(self.catalog.sample_embeddings(plan.train_size or DEFAULT_TRAIN_SIZE))
         high_water = self.catalog.max_image_id()

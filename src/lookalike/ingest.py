@@ -26,7 +26,7 @@ from .catalog import Catalog, NewImage
 from .embedders import Embedder
 from .errors import ImageDecodeError
 from .files import FileEntry, scan_images
-from .images import DecodedImage, decode_file
+from .images import DecodedImage, decode_file, default_max_megapixels
 from .scan_queue import ScanQueue
 
 SCAN_CHUNK = 1000
@@ -84,12 +84,15 @@ class Ingester:
         workers: int | None = None,
         on_progress: ProgressCallback | None = None,
         on_skip: SkipCallback | None = None,
+        max_megapixels: float | None = None,
     ) -> None:
         self.catalog = catalog
         self.load_embedder = load_embedder
         self.input_size = input_size
         self.batch_size = batch_size
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
+        # Every decoding thread may hold an image at once: each gets its share of the memory available.
+        self.max_megapixels = max_megapixels or default_max_megapixels(concurrency=self.workers)
         self.on_progress = on_progress or (lambda done, total: None)
         self.on_skip = on_skip or (lambda path, reason: None)
         self.report = IngestReport()
@@ -167,13 +170,13 @@ class Ingester:
         """
         if total < INLINE_LIMIT or self.workers <= 1:
             for entry in todo:
-                yield entry, decode_entry(entry.path, self.input_size)
+                yield entry, decode_entry(entry.path, self.input_size, self.max_megapixels)
             return
         window: deque[tuple[FileEntry, Future]] = deque()
         with ThreadPoolExecutor(self.workers, thread_name_prefix="lookalike-decode") as pool:
             try:
                 for entry in todo:
-                    window.append((entry, pool.submit(decode_entry, entry.path, self.input_size)))
+                    window.append((entry, pool.submit(decode_entry, entry.path, self.input_size, self.max_megapixels)))
                     if len(window) >= self.workers * READ_AHEAD:
                         done, future = window.popleft()
                         yield done, future.result()
@@ -224,10 +227,10 @@ def _new_image(entry: FileEntry, decoded: DecodedImage, vector: np.ndarray) -> N
     return NewImage(entry.path, entry.size, entry.mtime_ns, decoded.content_hash, decoded.width, decoded.height, vector)
 
 
-def decode_entry(path: str, input_size: int) -> DecodedImage | ImageDecodeError:
+def decode_entry(path: str, input_size: int, max_megapixels: float | None = None) -> DecodedImage | ImageDecodeError:
     """Decode one file for the model; a file that cannot be decoded gives its error (returned, not raised)."""
     try:
-        return decode_file(path, input_size)
+        return decode_file(path, input_size, max_megapixels=max_megapixels)
     except ImageDecodeError as error:
         return error
     except Exception as error:  # noqa: BLE001 - one bad file must never stop the run

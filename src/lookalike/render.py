@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import ImageDecodeError
-from .images import open_image, read_file_bytes
+from .files import display_path
+from .images import open_image_file
 from .search import QueryResult
 
 if TYPE_CHECKING:
@@ -28,8 +29,8 @@ GAP = 8
 
 
 def printable(path: str) -> str:
-    """A path as text that can always be printed (undecodable bytes shown as escapes)."""
-    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+    """A path as one line of text that can always be printed (undecodable bytes and control characters escaped)."""
+    return display_path(path)
 
 
 def render_table(results: Sequence[QueryResult]) -> str:
@@ -55,7 +56,7 @@ def render_json(results: Sequence[QueryResult]) -> str:
 def load_thumbnail(path: str, size: int = THUMB) -> Image.Image:
     """A thumbnail of an image file (a grey placeholder if it cannot be read any more)."""
     try:
-        image = open_image(read_file_bytes(path), path, min_size=size)
+        image = open_image_file(path, min_size=size)
     except ImageDecodeError:
         return Image.new("RGB", (size, size), (200, 200, 200))
     image.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)

@@ -115,8 +115,13 @@ class LiveCollection:
         device: str = "auto",
         reload_check_seconds: float = 0.5,
         one_search_thread: bool = False,
+        max_megapixels: float | None = None,
     ) -> None:
-        """`one_search_thread`: each calling thread's Faiss searches use one OpenMP thread (see index.py)."""
+        """`one_search_thread`: each calling thread's Faiss searches use one OpenMP thread (see index.py).
+
+        `max_megapixels`: the largest image a reader decodes (default: what the memory available allows).
+        """
+        self.max_megapixels = max_megapixels
         self.folder = Path(folder)
         self.device = device
         self.reload_check_seconds = reload_check_seconds
@@ -161,6 +166,7 @@ class LiveCollection:
         try:
             snapshot.load(self.FIRST_LOAD_PATIENCE)
             with snapshot.reading() as collection:
+                collection.max_megapixels = self.max_megapixels
                 if embedder is not None:
                     collection.use_embedder(embedder)
                 yield collection

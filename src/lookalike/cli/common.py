@@ -108,6 +108,14 @@ device_option = click.option(
 )
 
 
+max_megapixels_option = click.option(
+    "--max-megapixels",
+    type=click.FloatRange(1, min_open=False),
+    help="Largest image to decode, in megapixels (default: what the memory available allows); larger ones are "
+    "refused as possible decompression bombs.",
+)
+
+
 def index_options(function: Callable) -> Callable:
     """Options that shape an index kind (all optional; kinds pick sensible values)."""
     for option in reversed(

@@ -15,6 +15,7 @@ from .common import (
     fail,
     index_option,
     index_options,
+    max_megapixels_option,
     notice,
     run,
 )
@@ -31,6 +32,7 @@ from .common import (
 @click.option("--workers", type=click.IntRange(1), help="Decoding processes (default: one per core).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@max_megapixels_option
 def index(
     photo_dir: str,
     index_dir: str,
@@ -46,6 +48,7 @@ def index(
     workers: int | None,
     batch_size: int,
     quiet: bool,
+    max_megapixels: float | None,
 ) -> None:
     """Index every image under PHOTO_DIR (again: only new or changed files are embedded)."""
     from ..collection import Collection
@@ -58,6 +61,7 @@ def index(
 
     def build() -> Any:
         with Collection.create(index_dir, model=model, metric=metric, device=device, on_notice=notice) as collection:
+            collection.max_megapixels = max_megapixels
             report = collection.add_folder(
                 photo_dir,
                 kind=kind,

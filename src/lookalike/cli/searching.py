@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .common import Progress, device_option, fail, index_option, notice, run
+from .common import Progress, device_option, fail, index_option, max_megapixels_option, notice, run
 
 
 @click.command()
@@ -22,6 +22,7 @@ from .common import Progress, device_option, fail, index_option, notice, run
 @click.option("--sheet", type=click.Path(dir_okay=False), help="Write a contact sheet PNG here.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a self-contained HTML page here.")
 @device_option
+@max_megapixels_option
 def search(
     queries: tuple[str, ...],
     index_dir: str,
@@ -33,6 +34,7 @@ def search(
     sheet: str | None,
     html_out: str | None,
     device: str,
+    max_megapixels: float | None,
 ) -> None:
     """Find the K images most like each QUERY image (all queries run as one batch)."""
     from ..collection import Collection
@@ -49,6 +51,7 @@ def search(
 
     def action() -> Any:
         with Collection.open(index_dir, device=device, on_notice=notice) as collection:
+            collection.max_megapixels = max_megapixels
             results = collection.search_ids(list(ids), k, nprobe, ef) if ids else []
             if queries:
                 results += collection.search(list(queries), k, nprobe, ef, on_error=report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import fail, index_option, run
+from .common import fail, index_option, max_megapixels_option, run
 
 
 @click.command()
@@ -16,7 +16,8 @@ from .common import fail, index_option, run
     envvar="LOOKALIKE_TOKEN",
     help="Require 'Authorization: Bearer T' (or ?token=T) on every /api call; also from $LOOKALIKE_TOKEN.",
 )
-def serve(index_dir: str, host: str, port: int, token: str | None) -> None:
+@max_megapixels_option
+def serve(index_dir: str, host: str, port: int, token: str | None, max_megapixels: float | None) -> None:
     """Serve the web page and the HTTP API for an index (http://HOST:PORT/, API docs at /docs)."""
     import importlib.util
 
@@ -37,7 +38,7 @@ def serve(index_dir: str, host: str, port: int, token: str | None) -> None:
             f"--host {host} lets other machines reach this collection: give --token T (or set LOOKALIKE_TOKEN), "
             "or serve on 127.0.0.1"
         )
-    app = run(lambda: create_app(index_dir, token=token or None, host=bare_host))
+    app = run(lambda: create_app(index_dir, token=token or None, host=bare_host, max_megapixels=max_megapixels))
     click.echo(f"loading the index and the embedder from {index_dir} ...", err=True)
     run(app.state.service.warm)
     shown = f"[{bare_host}]" if ":" in bare_host else bare_host

@@ -35,6 +35,7 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     device: str = "auto",
     reload_check_seconds: float = 0.5,
+    max_megapixels: float | None = None,
 ) -> FastAPI:
     """The web app over the collection in `collection_dir` (which must exist: CollectionNotFoundError otherwise).
 
@@ -45,11 +46,12 @@ def create_app(
     (default: loopback names); "*" accepts any.
     `max_upload_bytes`: the largest request body POST /api/search reads (413 beyond).
     `reload_check_seconds`: how often (at most) a request checks whether another process updated the index.
+    `max_megapixels`: the largest upload decoded (default: what the memory available allows); larger ones are 415.
     """
     if host is not None:
         derived = hosts_for_bind(host, token)
         allowed_hosts = derived if allowed_hosts is None else allowed_hosts
-    service = SearchService(collection_dir, device=device, reload_check_seconds=reload_check_seconds)
+    service = SearchService(collection_dir, device, reload_check_seconds, max_megapixels)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -28,8 +28,15 @@ BACKGROUND_NICENESS = 5
 class SearchService:
     """What the routes call: search by upload or id, images, thumbnails and stats of the live collection."""
 
-    def __init__(self, folder: str | os.PathLike, device: str = "auto", reload_check_seconds: float = 0.5) -> None:
-        self.live = LiveCollection(folder, device, reload_check_seconds, one_search_thread=True)
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        device: str = "auto",
+        reload_check_seconds: float = 0.5,
+        max_megapixels: float | None = None,
+    ) -> None:
+        # Uploads decode one at a time (one embedding thread), so each may use the memory available.
+        self.live = LiveCollection(folder, device, reload_check_seconds, True, max_megapixels)
         self._embed_pool = ThreadPoolExecutor(1, "lookalike-embed", initializer=_background_priority)
         self.thumbs = ThumbCache(THUMB_CACHE_BYTES)
 
