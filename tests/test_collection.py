@@ -132,7 +132,9 @@ def test_l2_metric_ranks_like_cosine(index_copy: Path) -> None:
 
 def test_a_factory_string_too_big_for_the_collection_is_a_clear_error(index_copy: Path) -> None:
     with Collection.open(index_copy) as collection:
-        with pytest.raises(LookalikeError, match="PCA to 64 dimensions needs at least 64 training vectors; the collection has 14"):
+        with pytest.raises(
+            LookalikeError, match="PCA to 64 dimensions needs at least 64 training vectors; the collection has 14"
+        ):
             collection.reindex("PCA64,HNSW16")
         assert collection.search_ids([1], k=1)[0].hits[0].id == 1  # the old index still serves
 
