@@ -1,0 +1,245 @@
+"""Copy-detection benchmark: find the original of edited copies, with today's search and with each new piece.
+
+    python benchmarks/copydetect.py                      # ~2,600 images, ~700 queries (about 15 min on 2 cores)
+    python benchmarks/copydetect.py --quick              # ~800 images, ~240 queries (a few minutes)
+    python benchmarks/copydetect.py --images 2600 --queries 700 --data /tmp/copydetect --write-docs
+    python benchmarks/copydetect.py --one-search INDEX QUERY   # the full pipeline once (time it in a new process)
+
+The data (photos, clip-art distractors, seeded mild/hard/no-original queries;
+see copydetect_data.py and edits.py) is built at run time into --data and
+reused while its settings match. Systems compared, on the same queries:
+baseline (one squashed global vector, lookalike's search as it is), the
+query-side views of lookalike.regions one piece at a time and together (fused
+by max per collection image), and the views plus geometric verification of
+the shortlist with lookalike.verify's calibrated copy score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import copydetect_metrics as metrics  # noqa: E402
+import lookalike  # noqa: E402
+from copydetect_data import build  # noqa: E402
+from lookalike.embedders import load_embedder  # noqa: E402
+from lookalike.regions import fuse_view_hits, propose_views, squash  # noqa: E402
+from lookalike.verify import (  # noqa: E402
+    COPY_THRESHOLD,
+    INLIER_MIDPOINT,
+    background_z,
+    copy_score,
+    extract_features,
+    mirror_features,
+    pack_features,
+    unpack_features,
+    verify,
+)
+
+K = 100  # neighbours per view; the background of a query is its ranks BACKGROUND[0]..BACKGROUND[1]
+BACKGROUND = (20, 100)
+VARIANTS = {  # name -> view kinds used
+    "baseline (squash)": None,
+    "whole, padded": {"pad"},
+    "whole, centre crop": {"centre"},
+    "whole + turns + mirror": {"whole", "turn90", "turn180", "turn270", "mirror"},
+    "whole + grid": {"whole", "grid2", "grid3"},
+    "whole + rects": {"whole", "rect"},
+    "all views": {"whole", "turn90", "turn180", "turn270", "mirror", "grid2", "grid3", "rect"},
+}
+
+
+def aspect_views(picture: Image.Image, size: int) -> dict[str, np.ndarray]:
+    """The two aspect-keeping alternatives to squashing, measured against it."""
+    side = max(picture.size)
+    padded = Image.new("RGB", (side, side), (0, 0, 0))
+    padded.paste(picture, ((side - picture.width) // 2, (side - picture.height) // 2))
+    return {"pad": squash(padded, size), "centre": np.asarray(ImageOps.fit(picture, (size, size)), dtype=np.uint8)}
+
+
+def run_views(collection, embedder, query_path: str) -> dict:
+    """Every view of one query, embedded and searched; per-stage timings."""
+    started = time.perf_counter()
+    picture = Image.open(query_path).convert("RGB")
+    decoded = time.perf_counter()
+    views = propose_views(picture, embedder.input_size)
+    proposed = time.perf_counter()
+    extra = aspect_views(picture, embedder.input_size)
+    kinds = [v.kind for v in views] + list(extra)
+    vectors = embedder.embed(np.stack([v.pixels for v in views] + list(extra.values())))
+    embedded = time.perf_counter()
+    results = collection.search_vectors(vectors, kinds, k=K)
+    searched = time.perf_counter()
+    ids = np.asarray([[h.id for h in r.hits] + [-1] * (K - len(r.hits)) for r in results])
+    scores = np.asarray([[h.score for h in r.hits] + [0.0] * (K - len(r.hits)) for r in results], dtype=np.float32)
+    paths = {h.id: h.path for r in results for h in r.hits}
+    return {"kinds": kinds, "ids": ids, "scores": scores, "paths": paths, "picture": picture,
+            "t": {"decode": decoded - started, "propose": proposed - decoded, "embed": embedded - proposed,
+                  "search": searched - embedded, "views": len(views)}}  # fmt: skip
+
+
+def fused_ranking(run: dict, kinds: set[str]) -> list[tuple[str, float]]:
+    rows = [i for i, kind in enumerate(run["kinds"]) if kind in kinds]
+    fused = fuse_view_hits(run["ids"][rows], run["scores"][rows])
+    return [(run["paths"][image_id], score) for image_id, score, _ in fused[:K]]
+
+
+class FeatureStore:
+    """Candidate features extracted from the files, cached across queries, with each file's extraction cost."""
+
+    def __init__(self) -> None:
+        self.features: dict[str, object] = {}
+        self.seconds: dict[str, float] = {}
+        self.packed_bytes: dict[str, int] = {}
+
+    def get(self, path: str):
+        if path not in self.features:
+            started = time.perf_counter()
+            self.features[path] = extract_features(Image.open(path).convert("RGB"))
+            self.seconds[path] = time.perf_counter() - started
+            self.packed_bytes[path] = len(pack_features(self.features[path]))
+        return self.features[path]
+
+
+def verified_ranking(run: dict, ranking, store: FeatureStore, shortlist: int) -> tuple[list, dict]:
+    """Re-rank the shortlist by verified inliers; every hit gets its calibrated copy score."""
+    started = time.perf_counter()
+    query = extract_features(run["picture"])
+    mirrored = mirror_features(run["picture"])
+    query_time = time.perf_counter() - started
+    candidates = [path for path, _ in ranking[:shortlist]]
+    features = [store.get(path) for path in candidates]
+    started = time.perf_counter()
+    checks = verify(query, mirrored, features)
+    match_time = time.perf_counter() - started
+    unpack_started = time.perf_counter()
+    for item in features:
+        unpack_features(pack_features(item))
+    unpack_time = (time.perf_counter() - unpack_started) / 2  # pack+unpack ~ twice an unpack
+    background = np.asarray([s for _, s in ranking[BACKGROUND[0] : BACKGROUND[1]]], dtype=np.float32)
+    scored, details = [], []
+    for position, (path, similarity) in enumerate(ranking):
+        inliers = checks[position].inliers if position < len(checks) else 0
+        score = copy_score(inliers, background_z(similarity, background))
+        verified = inliers >= INLIER_MIDPOINT
+        scored.append((path, score, (verified, inliers if verified else 0, similarity)))
+        details.append((path, inliers, background_z(similarity, background), similarity))
+    scored.sort(key=lambda item: item[2], reverse=True)
+    timing = {"query_features": query_time, "candidate_features": sum(store.seconds[p] for p in candidates),
+              "match": match_time, "unpack": unpack_time, "details": details}  # fmt: skip
+    return [(path, score) for path, score, _ in scored], timing
+
+
+def baseline(collection, queries) -> tuple[list, list[float]]:
+    rankings, seconds = [], []
+    for query in queries:
+        started = time.perf_counter()
+        result = collection.search([query.path], k=K)[0]
+        seconds.append(time.perf_counter() - started)
+        rankings.append([(h.path, h.score) for h in result.hits])
+    return rankings, seconds
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    data = Path(args.data)
+    collection_folder, queries = build(data, args.images, args.queries)
+    files = sorted(collection_folder.iterdir())
+    print(f"collection: {len(files)} images; queries: {len(queries)}", flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        index = Path(work) / "index"
+        collection = lookalike.Collection.create(index)
+        started = time.perf_counter()
+        collection.add_folder(collection_folder)
+        ingest_rate = len(files) / (time.perf_counter() - started)
+        print(f"ingest: {ingest_rate:.1f} images/s", flush=True)
+        embedder = load_embedder()
+        base, base_seconds = baseline(collection, queries)
+        runs = []
+        for number, query in enumerate(queries):
+            runs.append(run_views(collection, embedder, query.path))
+            if number % 50 == 0:
+                print(f"views {number}/{len(queries)}", flush=True)
+        rankings = {name: base if kinds is None else [fused_ranking(r, kinds) for r in runs]
+                    for name, kinds in VARIANTS.items()}  # fmt: skip
+        store = FeatureStore()
+        verified, verify_times = [], []
+        for number, (run, ranking) in enumerate(zip(runs, rankings["all views"])):
+            ranked, timing = verified_ranking(run, ranking, store, args.shortlist)
+            verified.append(ranked)
+            verify_times.append(timing)
+            if number % 50 == 0:
+                print(f"verify {number}/{len(queries)}", flush=True)
+        rankings[f"all views + verify top {args.shortlist}"] = verified
+        new_process = time_new_process(index, queries, args.shortlist, args.new_process_runs)
+        collection.close()
+    report(queries, rankings, runs, verify_times, base_seconds, store, ingest_rate, new_process, args)
+
+
+def time_new_process(index: Path, queries, shortlist: int, runs: int) -> list[float]:
+    """Wall time of `--one-search` in a fresh interpreter, imports and model load included."""
+    picks = [q for q in queries if q.tier == "hard"][:runs]
+    seconds = []
+    for query in picks:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--one-search", str(index), query.path, "--shortlist", str(shortlist)],
+                       check=True, capture_output=True, env={**os.environ})  # fmt: skip
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def one_search(index: str, query_path: str, shortlist: int) -> list[tuple[str, float]]:
+    """The full pipeline for one query, as the library's default search would run it."""
+    with lookalike.Collection.open(index) as collection:
+        embedder = load_embedder()
+        picture = Image.open(query_path).convert("RGB")
+        views = propose_views(picture, embedder.input_size)
+        vectors = embedder.embed(np.stack([v.pixels for v in views]))
+        results = collection.search_vectors(vectors, [v.kind for v in views], k=K)
+        ids = np.asarray([[h.id for h in r.hits] + [-1] * (K - len(r.hits)) for r in results])
+        scores = np.asarray([[h.score for h in r.hits] + [0.0] * (K - len(r.hits)) for r in results], dtype=np.float32)
+        paths = {h.id: h.path for r in results for h in r.hits}
+        ranking = [(paths[i], s) for i, s, _ in fuse_view_hits(ids, scores)[:K]]
+        run = {"picture": picture}
+        ranked, _ = verified_ranking(run, ranking, FeatureStore(), shortlist)
+        return ranked[:10]
+
+
+def report(queries, rankings, runs, verify_times, base_seconds, store, ingest_rate, new_process, args) -> None:
+    from copydetect_report import write_report
+
+    write_report(queries, rankings, runs, verify_times, base_seconds, store, ingest_rate, new_process, args,
+                 COPY_THRESHOLD)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2600)
+    parser.add_argument("--queries", type=int, default=700)
+    parser.add_argument("--quick", action="store_true", help="800 images, 240 queries")
+    parser.add_argument("--shortlist", type=int, default=20, help="candidates verified per query")
+    parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "lookalike-copydetect"))
+    parser.add_argument("--new-process-runs", type=int, default=5)
+    parser.add_argument("--write-docs", action="store_true", help="append the tables to docs/benchmarks.md")
+    parser.add_argument("--one-search", nargs=2, metavar=("INDEX", "QUERY"))
+    args = parser.parse_args()
+    if args.one_search:
+        for path, score in one_search(*args.one_search, args.shortlist):
+            print(f"{score:.3f} {path}")
+        return
+    if args.quick:
+        args.images, args.queries = 800, 240
+        args.data = args.data + "-quick"
+    evaluate(args)
+
+
+if __name__ == "__main__":
+    main()
