@@ -19,13 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from edits import HARD, MILD, apply_edit
 from PIL import Image
 
+from edits import HARD, MILD, apply_edit
+
 WALLPAPER_GLOBS = [
-    "/usr/share/backgrounds/*.jpg", "/usr/share/backgrounds/*.png", "/usr/share/backgrounds/mate/nature/*.jpg",
-    "/usr/share/backgrounds/mate/abstract/Elephants_5640x3172.jpg", "/usr/share/backgrounds/gnome/adwaita-*.webp",
-]  # fmt: skip
+    "/usr/share/backgrounds/*.jpg",
+    "/usr/share/backgrounds/*.png",
+    "/usr/share/backgrounds/mate/nature/*.jpg",
+    "/usr/share/backgrounds/mate/abstract/Elephants_5640x3172.jpg",
+    "/usr/share/backgrounds/gnome/adwaita-*.webp",
+]
 PLASMA_FOLDERS = "/usr/share/wallpapers/*/contents/images"
 CLIPART_GLOBS = ["/usr/share/openclipart/png/**/*.png", "/usr/share/tuxpaint/stamps/**/*.png"]
 TILE = (640, 480)
@@ -95,8 +99,18 @@ def photo_tiles() -> tuple[list[Image.Image], list[Image.Image]]:
             pictures.append(Image.open(path))
         except OSError:
             continue
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field", "immunohistochemistry"):
-        pictures.append(Image.fromarray(getattr(data, name)() if name != "motorcycle_left" else data.stereo_motorcycle()[0]))
+    for name in (
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "motorcycle_left",
+        "hubble_deep_field",
+        "immunohistochemistry",
+    ):
+        pictures.append(
+            Image.fromarray(getattr(data, name)() if name != "motorcycle_left" else data.stereo_motorcycle()[0])
+        )
     kept, held = [], []
     for number, picture in enumerate(pictures):
         tiles = tiles_of(picture, MAX_TILES_PER_SOURCE)
@@ -151,8 +165,14 @@ def build(folder: Path, images: int, queries: int, seed: int = 9) -> tuple[Path,
     return collection, query_list
 
 
-def _write_queries(folder: Path, photo_paths: list[Path], held: list[Image.Image], pool: list[Image.Image],
-                   count: int, rng: np.random.Generator) -> list[Query]:  # fmt: skip
+def _write_queries(
+    folder: Path,
+    photo_paths: list[Path],
+    held: list[Image.Image],
+    pool: list[Image.Image],
+    count: int,
+    rng: np.random.Generator,
+) -> list[Query]:
     """Per family an equal share: mild 30%, hard 55%, no-original 15% of `count`."""
     folder.mkdir(parents=True, exist_ok=True)
 

@@ -25,7 +25,25 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 Others = Callable[[], Image.Image]
 Edit = Callable[[Image.Image, np.random.Generator, Others], Image.Image]
 
-WORDS = "when the original is somewhere and nobody can find it anymore wait for it best day ever".split()
+WORDS = [
+    "when",
+    "the",
+    "original",
+    "is",
+    "somewhere",
+    "and",
+    "nobody",
+    "can",
+    "find",
+    "it",
+    "anymore",
+    "wait",
+    "for",
+    "it",
+    "best",
+    "day",
+    "ever",
+]
 
 
 def _u(rng: np.random.Generator, low: float, high: float) -> float:
@@ -54,8 +72,9 @@ def _crop_area(image: Image.Image, rng: np.random.Generator, area: float) -> Ima
 
 
 def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, size: int, fill, outline=None) -> None:
-    draw.text(xy, text, fill=fill, font_size=size, stroke_width=max(1, size // 12) if outline else 0,
-              stroke_fill=outline)
+    draw.text(
+        xy, text, fill=fill, font_size=size, stroke_width=max(1, size // 12) if outline else 0, stroke_fill=outline
+    )
 
 
 def _words(rng: np.random.Generator, count: int) -> str:
@@ -132,8 +151,9 @@ def small_crop(photo: Image.Image, rng: np.random.Generator, others: Others) -> 
 
 
 def turn(photo: Image.Image, rng: np.random.Generator, others: Others) -> Image.Image:
-    return photo.transpose([Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270][
-        int(rng.integers(0, 3))])
+    return photo.transpose(
+        [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270][int(rng.integers(0, 3))]
+    )
 
 
 def tilt(photo: Image.Image, rng: np.random.Generator, others: Others) -> Image.Image:
@@ -214,7 +234,9 @@ def mosaic3(photo: Image.Image, rng: np.random.Generator, others: Others) -> Ima
     return _mosaic(photo, rng, others, 3)
 
 
-def _screen(photo: Image.Image, rng: np.random.Generator, size: tuple[int, int], chrome: int, dark: bool) -> Image.Image:
+def _screen(
+    photo: Image.Image, rng: np.random.Generator, size: tuple[int, int], chrome: int, dark: bool
+) -> Image.Image:
     """A flat UI frame with fake text lines and the photo at 15-55% of the screen."""
     w, h = size
     ui, ink = ((32, 32, 36), (200, 200, 200)) if dark else ((250, 250, 250), (60, 60, 60))
@@ -245,14 +267,30 @@ def phone(photo: Image.Image, rng: np.random.Generator, others: Others) -> Image
 
 
 MILD: dict[str, Edit] = {
-    "crop": crop, "resize": resize, "jpeg": jpeg, "flip": flip, "colour": colour, "blur": blur,
-    "small_rotation": small_rotation, "caption": caption, "border": border,
-}  # fmt: skip
+    "crop": crop,
+    "resize": resize,
+    "jpeg": jpeg,
+    "flip": flip,
+    "colour": colour,
+    "blur": blur,
+    "small_rotation": small_rotation,
+    "caption": caption,
+    "border": border,
+}
 HARD_SINGLE: dict[str, Edit] = {
-    "paste": paste, "small_crop": small_crop, "turn": turn, "tilt": tilt, "perspective": perspective,
-    "pixelate": pixelate, "jpeg10": jpeg10, "meme": meme, "mosaic2": mosaic2, "mosaic3": mosaic3,
-    "browser": browser, "phone": phone,
-}  # fmt: skip
+    "paste": paste,
+    "small_crop": small_crop,
+    "turn": turn,
+    "tilt": tilt,
+    "perspective": perspective,
+    "pixelate": pixelate,
+    "jpeg10": jpeg10,
+    "meme": meme,
+    "mosaic2": mosaic2,
+    "mosaic3": mosaic3,
+    "browser": browser,
+    "phone": phone,
+}
 # Pairs: a geometric edit of the photo first, then a frame or a degradation around it.
 PAIR_FIRST = ["small_crop", "turn", "tilt", "perspective", "meme"]
 PAIR_SECOND = ["paste", "browser", "phone", "jpeg10", "mosaic2", "pixelate"]

@@ -32,8 +32,8 @@ Box = tuple[int, int, int, int]  # left, top, right, bottom in the query's pixel
 
 ALL_PIECES = ("whole", "turns", "mirror", "grid", "rects")
 GRIDS = (2, 3)
-ANALYSIS_SIDE = 512
-EDGE = 40.0  # Sobel magnitude of an edge worth a side: ~10 grey levels across the boundary  # rectangles are looked for on a copy of at most this side: enough for 15% of a screen
+ANALYSIS_SIDE = 512  # rectangles are looked for on a copy of at most this side: enough for 15% of a screen
+EDGE = 40.0  # Sobel magnitude of an edge worth a side: ~10 grey levels across the boundary
 MIN_RECT_AREA = 0.03  # of the picture; smaller rectangles are text lines, icons or noise
 MAX_RECT_AREA = 0.92  # larger ones are the whole picture again
 
@@ -76,14 +76,20 @@ def propose_views(
     small = _shrink(picture, max(input_size * 2, 320))  # every view is cut from this copy: cheaper resizes
     views = [View("whole", full, squash(small, input_size))]
     if "turns" in wanted:
-        for degrees, turn in ((90, Image.Transpose.ROTATE_90), (180, Image.Transpose.ROTATE_180),
-                              (270, Image.Transpose.ROTATE_270)):  # fmt: skip
+        for degrees, turn in (
+            (90, Image.Transpose.ROTATE_90),
+            (180, Image.Transpose.ROTATE_180),
+            (270, Image.Transpose.ROTATE_270),
+        ):
             views.append(View(f"turn{degrees}", full, squash(small.transpose(turn), input_size)))
     if "mirror" in wanted:
         views.append(View("mirror", full, squash(small.transpose(Image.Transpose.FLIP_LEFT_RIGHT), input_size)))
     if "grid" in wanted:
         for n in grids:
-            views += [View(f"grid{n}", box, _crop_view(picture, small, box, input_size)) for box in grid_boxes(picture.size, n)]
+            views += [
+                View(f"grid{n}", box, _crop_view(picture, small, box, input_size))
+                for box in grid_boxes(picture.size, n)
+            ]
     if "rects" in wanted:
         for box in find_rectangles(picture, max_rectangles):
             views.append(View("rect", box, _crop_view(picture, small, box, input_size)))
@@ -94,7 +100,9 @@ def _shrink(image: Image.Image, side: int) -> Image.Image:
     if max(image.size) <= side:
         return image
     scale = side / max(image.size)
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR)
+    return image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
+    )
 
 
 def _crop_view(picture: Image.Image, small: Image.Image, box: Box, input_size: int) -> np.ndarray:
@@ -220,8 +228,12 @@ def _suppress_overlaps(boxes: list[Box], threshold: float = 0.7) -> list[Box]:
 
 def _scale_box(box: Box, scale: float, size: tuple[int, int]) -> Box:
     left, top, right, bottom = box
-    return (max(0, round(left * scale)), max(0, round(top * scale)),
-            min(size[0], round(right * scale)), min(size[1], round(bottom * scale)))  # fmt: skip
+    return (
+        max(0, round(left * scale)),
+        max(0, round(top * scale)),
+        min(size[0], round(right * scale)),
+        min(size[1], round(bottom * scale)),
+    )
 
 
 def fuse_view_hits(ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float, int]]:
