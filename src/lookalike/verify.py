@@ -187,21 +187,30 @@ def verify_shortlist(
     count: int,
     strong: int = STRONG_INLIERS,
 ) -> list[Verification]:
-    """Verify candidates 0..count-1 in their order (the fused ranking), the query and its mirror each time.
+    """Verify candidates 0..count-1 in their order (the fused ranking); returns one Verification per candidate reached.
 
-    `candidate_features(i)` returns the i-th candidate's features (from stored ones, or its file) or None when it
-    cannot be read. Verification stops after a candidate with `strong` inliers (0: never); the ones not reached
-    get NO_MATCH. Returns one Verification per candidate reached.
+    `candidate_features(i)` returns the i-th candidate's features (stored ones, or extracted from its file), or
+    None when it cannot be read; each is asked for once. Verification stops after a candidate with `strong`
+    inliers (0: never). The query's mirror is extracted only when the plain query found no strong candidate:
+    most copies are not mirrored, and the mirror costs as much as the query.
     """
     query = extract_features(query_image)
-    mirrored = mirror_features(query_image)
-    results = []
+    results: list[Verification] = []
+    seen: list[LocalFeatures | None] = []
     for position in range(count):
         features = candidate_features(position)
-        result = NO_MATCH if features is None else verify(query, mirrored, [features])[0]
-        results.append(result)
-        if strong and result.inliers >= strong:
-            break
+        seen.append(features)
+        results.append(NO_MATCH if features is None else match(query, features))
+        if strong and results[-1].inliers >= strong:
+            return results
+    mirrored = mirror_features(query_image)
+    for position, features in enumerate(seen):
+        if features is not None:
+            flipped = match(mirrored, features)
+            if flipped.inliers > results[position].inliers:
+                results[position] = flipped
+            if strong and flipped.inliers >= strong:
+                return results
     return results
 
 
