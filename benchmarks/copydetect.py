@@ -44,6 +44,7 @@ from lookalike.verify import (  # noqa: E402
 )
 
 K = 100  # neighbours per view
+BACKGROUND = (10, 100)  # ranks of a view's own hits that measure its background (measured variant)
 VARIANTS = {  # name -> view kinds used
     "baseline (squash)": None,
     "whole, padded": {"pad"},
@@ -96,9 +97,9 @@ def run_views(collection, embedder, query_path: str) -> dict:
     }
 
 
-def fused_ranking(run: dict, kinds: set[str]) -> list[tuple[str, float]]:
+def fused_ranking(run: dict, kinds: set[str], background: tuple[int, int] | None = None) -> list[tuple[str, float]]:
     rows = [i for i, kind in enumerate(run["kinds"]) if kind in kinds]
-    fused = fuse_view_hits(run["ids"][rows], run["scores"][rows])
+    fused = fuse_view_hits(run["ids"][rows], run["scores"][rows], background)
     return [(run["paths"][image_id], score) for image_id, score, _ in fused[:K]]
 
 
@@ -184,15 +185,18 @@ def evaluate(args: argparse.Namespace) -> None:
         rankings = {
             name: base if kinds is None else [fused_ranking(r, kinds) for r in runs] for name, kinds in VARIANTS.items()
         }
+        rankings["all views, background-normalised"] = [
+            fused_ranking(r, VARIANTS["all views"], BACKGROUND) for r in runs
+        ]
         store = FeatureStore()
         verified, verify_times = [], []
-        for number, (run, ranking) in enumerate(zip(runs, rankings["all views"])):
+        for number, (run, ranking) in enumerate(zip(runs, rankings[args.verify_ranking])):
             ranked, timing = verified_ranking(run, ranking, store, args.shortlist, args.strong)
             verified.append(ranked)
             verify_times.append(timing)
             if number % 50 == 0:
                 print(f"verify {number}/{len(queries)}", flush=True)
-        rankings[f"all views + verify top {args.shortlist}"] = verified
+        rankings[f"{args.verify_ranking} + verify top {args.shortlist}"] = verified
         new_process = time_new_process(index, queries, args.shortlist, args.new_process_runs)
         collection.close()
     report(queries, rankings, runs, verify_times, base_seconds, store, ingest_rate, new_process, args)
@@ -245,6 +249,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=700)
     parser.add_argument("--quick", action="store_true", help="800 images, 240 queries")
     parser.add_argument("--shortlist", type=int, default=10, help="candidates verified per query")
+    parser.add_argument("--verify-ranking", default="all views", help="which fused ranking the shortlist comes from")
     parser.add_argument("--strong", type=int, default=STRONG_INLIERS, help="inliers that end verification (0: never)")
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "lookalike-copydetect"))
     parser.add_argument("--new-process-runs", type=int, default=5)

@@ -236,18 +236,33 @@ def _scale_box(box: Box, scale: float, size: tuple[int, int]) -> Box:
     )
 
 
-def fuse_view_hits(ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float, int]]:
-    """Fuse per-view search results (V, k) into one ranking of (id, best score, index of the best view).
+def fuse_view_hits(
+    ids: np.ndarray, scores: np.ndarray, background: tuple[int, int] | None = None
+) -> list[tuple[int, float, int]]:
+    """Fuse per-view search results (V, k) into one ranking of (id, cosine of its best view, index of that view).
 
-    Max fusion: a collection image is as close as its closest view. Empty slots (id < 0) are skipped.
+    Max fusion: a collection image is as close as its closest view. With `background` = (start, stop), each
+    view's scores are first lowered by the mean of its own ranks start..stop: a featureless tile (sky, a flat
+    margin) is close to many images at once, and only a view whose top hits stand out of its own background
+    should win. The returned score stays the raw cosine. Empty slots (id < 0) are skipped.
     """
-    best: dict[int, tuple[float, int]] = {}
+    offsets = np.zeros(len(scores), dtype=np.float32)
+    if background is not None:
+        start, stop = background
+        offsets = np.asarray([_row_background(row_ids, row, start, stop) for row_ids, row in zip(ids, scores)])
+    best: dict[int, tuple[float, float, int]] = {}
     for view, (row_ids, row_scores) in enumerate(zip(ids, scores)):
         for image_id, score in zip(row_ids.tolist(), row_scores.tolist()):
-            if image_id >= 0 and (image_id not in best or score > best[image_id][0]):
-                best[image_id] = (score, view)
+            key = score - float(offsets[view])
+            if image_id >= 0 and (image_id not in best or key > best[image_id][0]):
+                best[image_id] = (key, score, view)
     ranked = sorted(best.items(), key=lambda item: item[1][0], reverse=True)
-    return [(image_id, score, view) for image_id, (score, view) in ranked]
+    return [(image_id, score, view) for image_id, (_, score, view) in ranked]
+
+
+def _row_background(row_ids: np.ndarray, row: np.ndarray, start: int, stop: int) -> float:
+    valid = row[start:stop][row_ids[start:stop] >= 0]
+    return float(valid.mean()) if valid.size else 0.0
 
 
 __all__ = ["ALL_PIECES", "View", "find_rectangles", "fuse_view_hits", "grid_boxes", "propose_views", "squash"]
