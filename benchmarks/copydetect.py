@@ -202,14 +202,17 @@ def evaluate(args: argparse.Namespace) -> None:
     report(queries, rankings, runs, verify_times, base_seconds, store, ingest_rate, new_process, args)
 
 
-def time_new_process(index: Path, queries, shortlist: int, runs: int) -> list[float]:
-    """Wall time of `--one-search` in a fresh interpreter, imports and model load included."""
-    picks = [q for q in queries if q.tier == "hard"][:runs]
+def time_new_process(index: Path, queries, shortlist: int, runs: int, fast: bool = False) -> list[float]:
+    """Wall time of `--one-search` in a fresh interpreter, imports and model load included (hard queries,
+    spread over the families)."""
+    hard = [q for q in queries if q.tier == "hard"]
+    picks = hard[:: max(1, len(hard) // runs)][:runs] if runs else []
     seconds = []
     for query in picks:
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, __file__, "--one-search", str(index), query.path, "--shortlist", str(shortlist)],
+            [sys.executable, __file__, "--one-search", str(index), query.path, "--shortlist", str(shortlist)]
+            + (["--fast"] if fast else []),
             check=True,
             capture_output=True,
             env={**os.environ},
@@ -218,9 +221,11 @@ def time_new_process(index: Path, queries, shortlist: int, runs: int) -> list[fl
     return seconds
 
 
-def one_search(index: str, query_path: str, shortlist: int) -> list[tuple[str, float]]:
-    """The full pipeline for one query, as the library's default search would run it."""
+def one_search(index: str, query_path: str, shortlist: int, fast: bool = False) -> list[tuple[str, float]]:
+    """The full pipeline for one query, as the library's default search would run it (`fast`: today's search)."""
     with lookalike.Collection.open(index) as collection:
+        if fast:
+            return [(h.path, h.score) for h in collection.search([query_path], k=10)[0].hits]
         embedder = load_embedder()
         picture = Image.open(query_path).convert("RGB")
         views = propose_views(picture, embedder.input_size)
@@ -252,18 +257,38 @@ def main() -> None:
     parser.add_argument("--verify-ranking", default="all views", help="which fused ranking the shortlist comes from")
     parser.add_argument("--strong", type=int, default=STRONG_INLIERS, help="inliers that end verification (0: never)")
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "lookalike-copydetect"))
-    parser.add_argument("--new-process-runs", type=int, default=5)
+    parser.add_argument("--new-process-runs", type=int, default=13)
     parser.add_argument("--write-docs", action="store_true", help="append the tables to docs/benchmarks.md")
     parser.add_argument("--one-search", nargs=2, metavar=("INDEX", "QUERY"))
+    parser.add_argument("--fast", action="store_true", help="with --one-search: today's single-vector search")
+    parser.add_argument("--latency-only", action="store_true", help="only one search per new process, both modes")
     args = parser.parse_args()
     if args.one_search:
-        for path, score in one_search(*args.one_search, args.shortlist):
+        for path, score in one_search(*args.one_search, args.shortlist, args.fast):
             print(f"{score:.3f} {path}")
         return
     if args.quick:
         args.images, args.queries = 800, 240
         args.data = args.data + "-quick"
+    if args.latency_only:
+        latency_only(args)
+        return
     evaluate(args)
+
+
+def latency_only(args: argparse.Namespace) -> None:
+    """p50 and worst wall time of one search in a new process: today's search, and the full pipeline."""
+    collection_folder, queries = build(Path(args.data), args.images, args.queries)
+    with tempfile.TemporaryDirectory() as work:
+        index = Path(work) / "index"
+        with lookalike.Collection.create(index) as collection:
+            collection.add_folder(collection_folder)
+        for label, fast in (("today's search (--fast)", True), ("full pipeline", False)):
+            seconds = time_new_process(index, queries, args.shortlist, args.new_process_runs, fast)
+            print(
+                f"{label}: one search in a new process, {len(seconds)} hard queries: "
+                f"p50 {np.median(seconds):.2f} s, worst {max(seconds):.2f} s"
+            )
 
 
 if __name__ == "__main__":

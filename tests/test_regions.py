@@ -108,3 +108,12 @@ def test_fusion_keeps_each_image_once_at_its_best_view() -> None:
 def test_an_unknown_piece_is_refused() -> None:
     with pytest.raises(LookalikeError, match="unknown view pieces"):
         propose_views(Image.new("RGB", (64, 64)), pieces=("whole", "zoom"))
+
+
+def test_background_normalisation_demotes_a_view_that_is_close_to_everything() -> None:
+    ids = np.array([[7, 8, 9, 10], [5, 6, 11, 12]])
+    scores = np.array([[0.80, 0.79, 0.79, 0.78], [0.75, 0.40, 0.38, 0.37]], dtype=np.float32)  # a flat tile, a photo
+    assert fuse_view_hits(ids, scores)[0][0] == 7
+    top_id, top_score, top_view = fuse_view_hits(ids, scores, background=(1, 4))[0]
+    assert (top_id, top_view) == (5, 1)
+    assert abs(top_score - 0.75) < 1e-6  # the raw cosine, not the normalised one
