@@ -5,8 +5,9 @@ from the other. Local features can: RootSIFT keypoints of the query and of a
 candidate are matched (Lowe's ratio test), and a homography is fitted with
 OpenCV's MAGSAC++ (USAC). Matches consistent with one planar mapping (inliers)
 are almost never many by chance, and they survive crops, turns, tilts,
-perspective, pastes and screenshots. SIFT is not mirror-invariant, so the
-query's mirror is matched as well and the better of the two kept.
+perspective, pastes and screenshots. SIFT is not mirror-invariant, so when
+the plain query verifies no candidate strongly its mirror is matched as well,
+and the better of the two kept per candidate.
 
 `copy_score` turns the inlier count and the best view's cosine similarity into
 one number in [0, 1] whose threshold, COPY_THRESHOLD, is the same for every
