@@ -1,0 +1,137 @@
+"""A small pixel-level signature per image, to tell `same-image` copies from `near` ones.
+
+An embedding says two files show the same scene; it barely moves when a picture
+is cropped a little, toned or watermarked, which is what makes it good at finding
+near-duplicates and poor at telling them from exact re-encodings. The signature
+is the picture itself, shrunk: a 32 x 32 grey thumbnail (1,024 bytes) made from
+the 224 x 224 pixels ingest already decodes, so computing it costs no extra
+decode. Two re-encodings, resizes or format conversions of one picture have
+thumbnails a grey level or two apart; a 5% crop, a tone change, a turn or a
+watermark move them by much more (see docs/benchmarks.md, "Duplicates").
+
+`compute_signature` is a pure function (pixels in, bytes out) so that ingest can
+store its result next to the embedding; `signature_distance` compares two.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import LookalikeError
+
+SIGNATURE_SIDE = 32
+SIGNATURE_BYTES = SIGNATURE_SIDE * SIGNATURE_SIDE
+SIGNATURE_VERSION = "grey32-v1"  # stored with the signatures: a new layout must not be compared with this one
+# ITU-R BT.601 luma weights, as Pillow's "L" conversion uses.
+_LUMA = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class SignatureError(LookalikeError):
+    """Pixels or signature bytes that do not have the expected shape."""
+
+
+def compute_signature(pixels: np.ndarray) -> bytes:
+    """A 32 x 32 grey thumbnail of `pixels` (uint8, H x W x 3, H and W multiples of 32), as 1,024 bytes.
+
+    Each thumbnail pixel is the mean of a block (7 x 7 for the 224 x 224 input
+    of EfficientNet-Lite0): box averaging is exact and independent of any
+    resampling library's version, so the same pixels always give the same bytes.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise SignatureError(f"expected H x W x 3 pixels, got shape {pixels.shape}")
+    height, width = pixels.shape[:2]
+    if height % SIGNATURE_SIDE or width % SIGNATURE_SIDE:
+        raise SignatureError(f"pixels {width}x{height} are not a multiple of {SIGNATURE_SIDE} on each side")
+    grey = pixels.astype(np.float32) @ _LUMA
+    blocks = grey.reshape(SIGNATURE_SIDE, height // SIGNATURE_SIDE, SIGNATURE_SIDE, width // SIGNATURE_SIDE)
+    thumbnail = blocks.mean(axis=(1, 3))
+    return np.clip(np.rint(thumbnail), 0, 255).astype(np.uint8).tobytes()
+
+
+def signature_array(signature: bytes) -> np.ndarray:
+    """The thumbnail of a signature as a float32 vector of 1,024 grey levels."""
+    if len(signature) != SIGNATURE_BYTES:
+        raise SignatureError(f"a signature has {SIGNATURE_BYTES} bytes, got {len(signature)}")
+    return np.frombuffer(signature, dtype=np.uint8).astype(np.float32)
+
+
+def signature_distance(first: bytes, second: bytes) -> float:
+    """Root-mean-square difference of two thumbnails, in grey levels (0 = the same pixels, 255 = opposite)."""
+    difference = signature_array(first) - signature_array(second)
+    return float(np.sqrt(np.mean(difference * difference)))
+
+
+# Crop fractions tried per side when matching a cropped copy against a wider view; covers the "up to ~10% per
+# side" crops of the near tier.
+CROP_STEPS = (0.0, 0.05, 0.10)
+
+
+def _crop_matrices(side: int = SIGNATURE_SIDE) -> np.ndarray:
+    """(len(CROP_STEPS)**2, side, side) matrices M with M @ x = x cropped (start, end) and stretched back."""
+    matrices = []
+    for start in CROP_STEPS:
+        for end in CROP_STEPS:
+            # Output pixel i samples the input at start + (i + 0.5) * (1 - start - end) * side / side - 0.5.
+            positions = (start + (np.arange(side) + 0.5) / side * (1 - start - end)) * side - 0.5
+            positions = np.clip(positions, 0, side - 1)
+            low = np.floor(positions).astype(int)
+            high = np.minimum(low + 1, side - 1)
+            weight = (positions - low).astype(np.float32)
+            matrix = np.zeros((side, side), dtype=np.float32)
+            matrix[np.arange(side), low] += 1 - weight
+            matrix[np.arange(side), high] += weight
+            matrices.append(matrix)
+    return np.stack(matrices)
+
+
+_CROPS = _crop_matrices()
+TURN_DEGREES = (-5.0, -2.5, 2.5, 5.0)  # turns tried, for the "small turn" edits of the near tier
+
+
+def _turn_matrix(degrees: float, side: int = SIGNATURE_SIDE) -> np.ndarray:
+    """A (side*side, side*side) bilinear resampling matrix that turns a thumbnail about its centre."""
+    angle = np.deg2rad(degrees)
+    ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
+    centre = (side - 1) / 2
+    sx = np.cos(angle) * (xs - centre) - np.sin(angle) * (ys - centre) + centre
+    sy = np.sin(angle) * (xs - centre) + np.cos(angle) * (ys - centre) + centre
+    sx, sy = np.clip(sx, 0, side - 1).ravel(), np.clip(sy, 0, side - 1).ravel()
+    x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
+    x1, y1 = np.minimum(x0 + 1, side - 1), np.minimum(y0 + 1, side - 1)
+    fx, fy = sx - x0, sy - y0
+    matrix = np.zeros((side * side, side * side), dtype=np.float32)
+    rows = np.arange(side * side)
+    for xi, yi, weight in (
+        (x0, y0, (1 - fx) * (1 - fy)),
+        (x1, y0, fx * (1 - fy)),
+        (x0, y1, (1 - fx) * fy),
+        (x1, y1, fx * fy),
+    ):
+        np.add.at(matrix, (rows, yi * side + xi), weight)
+    return matrix
+
+
+_TURNS = np.stack([_turn_matrix(degrees) for degrees in TURN_DEGREES])
+
+
+def _standardise(rows: np.ndarray) -> np.ndarray:
+    """Rows to zero mean and unit length, so that a dot product is a Pearson correlation (tone-invariant)."""
+    rows = rows - rows.mean(axis=-1, keepdims=True)
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return rows / np.maximum(norms, 1e-6)
+
+
+def crop_tolerant_correlation(wider: bytes, others: list[bytes]) -> np.ndarray:
+    """For each of `others`, the best Pearson correlation of its thumbnail with a crop of `wider`'s.
+
+    Crops of 0, 5 or 10% on each side of `wider` (81 views, resampled from its thumbnail) and turns of 2.5
+    and 5 degrees either way are tried, so a cropped or turned copy still lines up with its original.
+    Correlation ignores brightness and contrast, and a small watermark only lowers it a little. Flat
+    thumbnails (one grey level) correlate with nothing.
+    """
+    thumbnail = signature_array(wider).reshape(SIGNATURE_SIDE, SIGNATURE_SIDE)
+    rows = np.einsum("aij,jk->aik", _CROPS, thumbnail)  # vertical crops: (9, 32, 32)
+    views = np.einsum("aij,bkj->abik", rows, _CROPS).reshape(-1, SIGNATURE_BYTES)  # and horizontal: (81, 1024)
+    views = np.concatenate([views, _TURNS @ thumbnail.ravel()])  # and turned: (85, 1024)
+    candidates = np.stack([signature_array(other) for other in others])
+    return (_standardise(views) @ _standardise(candidates).T).max(axis=0)
