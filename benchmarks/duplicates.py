@@ -1,0 +1,248 @@
+"""Duplicate tiers on a labelled set, against imagededup's PHash rule, and grouping at scale.
+
+    python benchmarks/duplicates.py            # the full set (about 4,500 files) and 10k/30k/100k vectors
+    python benchmarks/duplicates.py --quick    # a few hundred files and 10k vectors, for a smoke run
+
+The labelled set is built at run time (benchmarks/duplicate_set.py). Each file is decoded as ingest decodes it,
+embedded with EfficientNet-Lite0 and given its pixel signature; lookalike.duplicates groups them.
+
+- Recall per tier: of the labelled copies (identical, same-image, near), the fraction that lands in the same
+  tree of groups as its original *with the right tier*: the loosest tier on the path of groups between the
+  copy and the original is the copy's label. "found" counts the copy whatever the tier.
+- Pair precision: of every (keeper, member) pair the groups report, the fraction showing the same source.
+- Chains: eight images, each a little more edited than the last; "collapsed" counts chains whose first and
+  last images ended in one group.
+- imagededup's rule: PHash (imagehash.phash on the image converted to RGB as imagededup loads it) with a
+  Hamming distance <= 10, every pair under it reported (it makes no groups and no tiers).
+- Scale: real embeddings of the set repeated with Gaussian noise (cosine about 0.7 to their base, and one in
+  ten a close copy of another), grouped in a fresh process each: wall time and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from duplicate_set import build_set  # noqa: E402
+
+from lookalike.duplicates import ImageFacts, find_duplicates  # noqa: E402
+
+EMBEDDER = "efficientnet-lite0"
+PHASH_LIMIT = 10
+SECTION = "## Duplicates"
+
+
+def prepare(work: Path, quick: bool) -> dict:
+    """Build, decode, embed and sign the labelled set once; cached in `work`."""
+    cache = work / ("set-quick.npz" if quick else "set.npz")
+    if cache.exists():
+        return dict(np.load(cache))
+    import imagehash
+    from PIL import Image
+
+    from lookalike.embedders import load_embedder
+    from lookalike.images import decode_file
+    from lookalike.signatures import compute_signature
+
+    files = build_set(work / ("set-quick" if quick else "set"), quick=quick)
+    embedder = load_embedder()
+    vectors, signatures, hashes, facts = [], [], [], []
+    for start in range(0, len(files), 64):
+        decoded = [decode_file(f.path, 224) for f in files[start : start + 64]]
+        vectors.append(embedder.embed(np.stack([d.pixels for d in decoded])))
+        signatures += [np.frombuffer(compute_signature(d.pixels), dtype=np.uint8) for d in decoded]
+        facts += [(d.content_hash, d.width, d.height) for d in decoded]
+        for f in files[start : start + 64]:
+            image = Image.open(f.path)
+            image = image if image.mode == "RGB" else image.convert("RGBA").convert("RGB")  # as imagededup loads
+            hashes.append(int(str(imagehash.phash(image)), 16))
+    data = {
+        "vectors": np.concatenate(vectors),
+        "signatures": np.stack(signatures),
+        "phash": np.asarray(hashes, dtype=np.uint64),
+        "source": np.asarray([f.source for f in files]),
+        "tier": np.asarray([f.tier for f in files]),
+        "edit": np.asarray([f.edit for f in files]),
+        "path": np.asarray([f.path for f in files]),
+        "content_hash": np.asarray([c for c, _, _ in facts]),
+        "dims": np.asarray([(w, h) for _, w, h in facts]),
+    }
+    np.savez(cache, **data)
+    return data
+
+
+def image_facts(data: dict) -> list[ImageFacts]:
+    facts = []
+    for i, path in enumerate(data["path"]):
+        stat = os.stat(path)
+        width, height = (int(x) for x in data["dims"][i])
+        facts.append(
+            ImageFacts(i, str(path), stat.st_size, str(data["content_hash"][i]), width, height, stat.st_mtime_ns,
+                       data["signatures"][i].tobytes())
+        )  # fmt: skip
+    return facts
+
+
+def evaluate_groups(groups: list, data: dict) -> dict:
+    """Recall per tier with the right label, pair precision and chain collapse of lookalike's groups."""
+    parent: dict[int, tuple[int, str]] = {}
+    for group in groups:
+        for member in group.others:
+            parent[member.id] = (group.keep.id, group.tier)
+    source, tier = data["source"], data["tier"]
+    originals = {int(s): i for i, (s, t) in enumerate(zip(source, tier)) if t == "original"}
+    result: dict = {}
+    for label in ("identical", "same-image", "near"):
+        copies = [i for i, t in enumerate(tier) if t == label]
+        verdicts = [_link(parent, i, originals[int(source[i])]) for i in copies]
+        result[label] = {
+            "copies": len(copies),
+            "right": sum(v == label for v in verdicts) / len(copies),
+            "found": sum(v is not None for v in verdicts) / len(copies),
+        }
+    pairs = [(g.keep.id, m.id) for g in groups for m in g.others]
+    result["pairs"] = len(pairs)
+    result["precision"] = sum(source[a] == source[b] for a, b in pairs) / max(1, len(pairs))
+    result["chains"] = _chains(groups, data)
+    return result
+
+
+def _link(parent: dict[int, tuple[int, str]], first: int, second: int) -> str | None:
+    """The loosest tier on the path of groups between two files, or None if they are not connected."""
+    order = ("identical", "same-image", "near")
+    paths = []
+    for node in (first, second):
+        path = {node: -1}
+        loosest = -1
+        while node in parent:
+            node, stage = parent[node]
+            loosest = max(loosest, order.index(stage))
+            path[node] = loosest
+        paths.append(path)
+    shared = set(paths[0]) & set(paths[1])
+    if not shared:
+        return None
+    worst = min(max(paths[0][n], paths[1][n]) for n in shared)
+    return order[worst] if worst >= 0 else "identical"
+
+
+def _chains(groups: list, data: dict) -> dict:
+    chain_sources = {int(s) for s, t in zip(data["source"], data["tier"]) if t == "chain"}
+    collapsed, widest = 0, 0
+    for group in groups:
+        ids = [m.id for m in group.members]
+        for s in chain_sources:
+            steps = [_step(data, i) for i in ids if int(data["source"][i]) == s and _step(data, i) is not None]
+            if steps:
+                widest = max(widest, max(steps) - min(steps))
+                collapsed += min(steps) == 0 and max(steps) == 7
+    return {"chains": len(chain_sources), "collapsed": collapsed, "widest_steps_in_a_group": widest}
+
+
+def _step(data: dict, i: int) -> int | None:
+    if data["tier"][i] == "original":
+        return 0
+    if data["tier"][i] == "chain":
+        return int(str(data["edit"][i])[4:])
+    return None
+
+
+def evaluate_phash(data: dict) -> dict:
+    """imagededup's PHash <= 10 rule: every pair within the limit, recall per tier and pair precision."""
+    bits = np.unpackbits(data["phash"].astype(">u8").view(np.uint8).reshape(-1, 8), axis=1).astype(np.uint8)
+    source, tier = data["source"], data["tier"]
+    close: set[tuple[int, int]] = set()
+    for start in range(0, len(bits), 512):
+        distances = (bits[start : start + 512, None, :] != bits[None, :, :]).sum(axis=2)
+        for a, b in zip(*np.nonzero(distances <= PHASH_LIMIT)):
+            if start + a < b:
+                close.add((int(start + a), int(b)))
+    originals = {int(s): i for i, (s, t) in enumerate(zip(source, tier)) if t == "original"}
+    result: dict = {}
+    for label in ("identical", "same-image", "near"):
+        copies = [i for i, t in enumerate(tier) if t == label]
+        found = [(min(i, originals[int(source[i])]), max(i, originals[int(source[i])])) in close for i in copies]
+        result[label] = {"copies": len(copies), "found": sum(found) / len(copies)}
+    result["pairs"] = len(close)
+    result["precision"] = sum(source[a] == source[b] for a, b in close) / max(1, len(close))
+    return result
+
+
+def synthetic(base: np.ndarray, count: int, seed: int = 1338) -> np.ndarray:
+    """`count` unit vectors around the real ones: noisy repeats, and one in ten a close copy of another."""
+    rng = np.random.default_rng(seed)
+    dim = base.shape[1]
+    vectors = base[np.arange(count) % len(base)] + rng.normal(0, 0.0285, size=(count, dim)).astype(np.float32)
+    copies = rng.choice(count, size=count // 10, replace=False)
+    vectors[copies] = vectors[(copies + 1) % count] + rng.normal(0, 0.009, size=(len(copies), dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def scale_one(work: Path, count: int, quick: bool) -> dict:
+    """Group `count` synthetic vectors (run in a fresh process): seconds and peak RSS."""
+    data = prepare(work, quick)
+    vectors = synthetic(data["vectors"], count)
+    signatures = data["signatures"]
+    facts = [
+        ImageFacts(i, f"/photos/{i:07}.jpg", 100_000 + i, f"{i:032x}", 1024, 768, i,
+                   signatures[i % len(signatures)].tobytes())
+        for i in range(count)
+    ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    groups = find_duplicates(facts, vectors, EMBEDDER)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"count": count, "seconds": seconds, "groups": len(groups), "rss_before_mib": before, "peak_mib": peak}
+
+
+def run_scale(work: Path, sizes: list[int], quick: bool) -> list[dict]:
+    rows = []
+    for count in sizes:
+        command = [sys.executable, __file__, "--work", str(work), "--scale-one", str(count)] + (["--quick"] * quick)
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(output.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/.duplicates"))
+    parser.add_argument("--sizes", default=None, help="comma-separated vector counts for the scale runs")
+    parser.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.scale_one:
+        print(json.dumps(scale_one(args.work, args.scale_one, args.quick)))
+        return
+    data = prepare(args.work, args.quick)
+    started = time.perf_counter()
+    groups = find_duplicates(image_facts(data), data["vectors"], EMBEDDER)
+    ours = evaluate_groups(groups, data)
+    ours["seconds"] = time.perf_counter() - started
+    print("lookalike:", json.dumps(ours), flush=True)
+    phash = evaluate_phash(data)
+    print("PHash<=10:", json.dumps(phash), flush=True)
+    sizes = [int(s) for s in (args.sizes or ("10000" if args.quick else "10000,30000,100000")).split(",") if s]
+    scale = run_scale(args.work, sizes, args.quick)
+    results = {"files": len(data["path"]), "lookalike": ours, "phash": phash, "scale": scale,
+               "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}"}  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
