@@ -12,7 +12,8 @@ A seeded subset of the sources also gets copies, each labelled with the tier it 
   turned (2-5 degrees), watermarked (a small label in a corner);
 
 and a few sources get a chain: eight images each a little more cropped and brightened than the last (the
-last is cut by 42% on two sides), so that the ends are far apart. Every image records its source, so any reported pair can be judged.
+last is cut by 42% on two sides), so that the ends are far apart. Every image records its source, so any
+reported pair can be judged.
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from duplicate_set import build_set  # noqa: E402
-
 from lookalike.duplicates import ImageFacts, find_duplicates  # noqa: E402
+from lookalike.signatures import estimate_jpeg_quality  # noqa: E402
 
 EMBEDDER = "efficientnet-lite0"
 PHASH_LIMIT = 10
@@ -86,9 +86,10 @@ def image_facts(data: dict) -> list[ImageFacts]:
     for i, path in enumerate(data["path"]):
         stat = os.stat(path)
         width, height = (int(x) for x in data["dims"][i])
+        quality = estimate_jpeg_quality(Path(path).read_bytes())
         facts.append(
             ImageFacts(i, str(path), stat.st_size, str(data["content_hash"][i]), width, height, stat.st_mtime_ns,
-                       data["signatures"][i].tobytes())
+                       data["signatures"][i].tobytes(), jpeg_quality=quality)
         )  # fmt: skip
     return facts
 
@@ -113,6 +114,10 @@ def evaluate_groups(groups: list, data: dict) -> dict:
     pairs = [(g.keep.id, m.id) for g in groups for m in g.others]
     result["pairs"] = len(pairs)
     result["precision"] = sum(source[a] == source[b] for a, b in pairs) / max(1, len(pairs))
+    photos = {int(s) for s, t, p in zip(source, tier, data["path"]) if t == "original" and str(p).endswith(".jpg")}
+    photo_pairs = [(a, b) for a, b in pairs if int(source[a]) in photos or int(source[b]) in photos]
+    result["photo_pairs"] = len(photo_pairs)
+    result["photo_precision"] = sum(source[a] == source[b] for a, b in photo_pairs) / max(1, len(photo_pairs))
     result["chains"] = _chains(groups, data)
     return result
 

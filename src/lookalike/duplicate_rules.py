@@ -17,6 +17,8 @@ from .signatures import crop_tolerant_correlation, signature_distance
 
 TIERS = ("identical", "same-image", "near")
 RESIZED_ASPECT_TOLERANCE = 0.02  # two sizes whose aspect ratios differ by less are taken as a resize
+HEAVY_JPEG_QUALITY = 40  # a JPEG saved below this quality ...
+HEAVY_JPEG_GAP = 20  # ... and this far below its counterpart is a heavy re-compression: near, not same-image
 
 
 class UnknownThresholdsError(LookalikeError):
@@ -36,6 +38,7 @@ class ImageFacts:
     mtime_ns: int
     signature: bytes | None = None
     metadata_fields: int = 0  # EXIF/XMP/text fields; "richer metadata" wins a keeper tie
+    jpeg_quality: int | None = None  # signatures.estimate_jpeg_quality of the file's bytes; None if not a JPEG
 
     @property
     def pixels(self) -> int:
@@ -66,6 +69,8 @@ class TierThresholds:
 
     def same_image(self, cosine: float, first: ImageFacts, second: ImageFacts) -> bool:
         """Whether two files with embedding cosine `cosine` show the same picture."""
+        if _heavier_jpeg(first, second):
+            return False
         if first.signature is None or second.signature is None:
             return cosine >= self.same_image_cosine_unsigned
         if _resized(first, second):
@@ -102,7 +107,7 @@ THRESHOLDS: dict[str, TierThresholds] = {
         resized_signature=8.0,
         same_image_cosine_unsigned=0.97,
         near_cosine=0.95,
-        near_pixel_cosine=0.60,
+        near_pixel_cosine=0.50,
         near_correlation=0.90,
         near_cosine_unsigned=0.90,
     ),
@@ -116,6 +121,12 @@ def thresholds_for(embedder: str) -> TierThresholds:
         known = ", ".join(sorted(THRESHOLDS))
         raise UnknownThresholdsError(f"no duplicate thresholds measured for embedder {name!r} (known: {known})")
     return THRESHOLDS[name]
+
+
+def _heavier_jpeg(first: ImageFacts, second: ImageFacts) -> bool:
+    """Whether one file is a much more compressed JPEG than the other (a file that is not a JPEG counts as 100)."""
+    low, high = sorted((first.jpeg_quality or 100, second.jpeg_quality or 100))
+    return low < HEAVY_JPEG_QUALITY and high - low >= HEAVY_JPEG_GAP
 
 
 def _resized(first: ImageFacts, second: ImageFacts) -> bool:

@@ -135,3 +135,38 @@ def crop_tolerant_correlation(wider: bytes, others: list[bytes]) -> np.ndarray:
     views = np.concatenate([views, _TURNS @ thumbnail.ravel()])  # and turned: (85, 1024)
     candidates = np.stack([signature_array(other) for other in others])
     return (_standardise(views) @ _standardise(candidates).T).max(axis=0)
+
+
+# The IJG standard luminance quantization table (quality 50), in natural order; JPEG encoders scale it.
+_STANDARD_LUMA = np.asarray(
+    [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
+    dtype=np.float64,
+)  # fmt: skip
+
+
+def estimate_jpeg_quality(data: bytes) -> int | None:
+    """The IJG quality (1-100) a JPEG file was saved with, from its luminance table; None if not a JPEG.
+
+    Reads only the header. Pixels cannot tell a heavy JPEG of a flat drawing from a careful re-encode (their
+    thumbnails differ by a grey level or two either way); the file's own quantization table can.
+    """
+    import io
+
+    from PIL import Image
+
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            tables = getattr(image, "quantization", None) or {}
+    except (OSError, ValueError, SyntaxError):
+        return None
+    if 0 not in tables or len(tables[0]) != 64:
+        return None
+    # Pillow returns tables in zig-zag order on some versions and natural order on others; the mean ratio to
+    # the standard table is the same either way up to a few percent, which is all this estimate needs.
+    scale = float(np.mean(np.asarray(tables[0], dtype=np.float64) / _STANDARD_LUMA)) * 100.0
+    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return int(np.clip(round(quality), 1, 100))
