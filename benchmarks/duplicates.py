@@ -27,6 +27,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +35,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from duplicate_set import build_set  # noqa: E402
-from lookalike.duplicates import ImageFacts, find_duplicates  # noqa: E402
+from lookalike.duplicates import (  # noqa: E402
+    DEFAULT_NEIGHBOURS,
+    EXACT_SEARCH_UP_TO,
+    ImageFacts,
+    find_duplicates,
+    nearest_neighbours,
+)
 from lookalike.signatures import estimate_jpeg_quality  # noqa: E402
 
 EMBEDDER = "efficientnet-lite0"
@@ -183,14 +190,42 @@ def evaluate_phash(data: dict) -> dict:
     return result
 
 
+SWEEP = ((0.92, 0.85), (0.95, 0.85), (0.95, 0.90), (0.97, 0.90), (1.01, 0.90), (1.01, 0.93))
+
+
+def sweep(data: dict) -> list[dict]:
+    """Near-tier recall and pair precision for other (near_cosine, near_correlation) settings."""
+    from dataclasses import replace
+
+    from lookalike import duplicate_rules
+
+    chosen = duplicate_rules.THRESHOLDS[EMBEDDER]
+    facts = image_facts(data)
+    rows = []
+    try:
+        for cosine, correlation in SWEEP:
+            duplicate_rules.THRESHOLDS[EMBEDDER] = replace(chosen, near_cosine=cosine, near_correlation=correlation)
+            result = evaluate_groups(find_duplicates(facts, data["vectors"], EMBEDDER), data)
+            rows.append({"near_cosine": cosine, "near_correlation": correlation, "near": result["near"]["right"],
+                         "precision": result["precision"], "photo_precision": result["photo_precision"]})  # fmt: skip
+            print("sweep:", json.dumps(rows[-1]), flush=True)
+    finally:
+        duplicate_rules.THRESHOLDS[EMBEDDER] = chosen
+    return rows
+
+
 def synthetic(base: np.ndarray, count: int, seed: int = 1338) -> np.ndarray:
     """`count` unit vectors around the real ones: noisy repeats, and one in ten a close copy of another."""
     rng = np.random.default_rng(seed)
     dim = base.shape[1]
-    vectors = base[np.arange(count) % len(base)] + rng.normal(0, 0.0285, size=(count, dim)).astype(np.float32)
+    vectors = base[np.arange(count) % len(base)].astype(np.float32)
+    for start in range(0, count, 10_000):  # float32 noise in slices: no N x d float64 temporary
+        block = vectors[start : start + 10_000]
+        block += 0.0285 * rng.standard_normal(size=block.shape, dtype=np.float32)
     copies = rng.choice(count, size=count // 10, replace=False)
-    vectors[copies] = vectors[(copies + 1) % count] + rng.normal(0, 0.009, size=(len(copies), dim))
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    vectors[copies] = vectors[(copies + 1) % count] + 0.009 * rng.standard_normal((len(copies), dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
 
 
 def scale_one(work: Path, count: int, quick: bool) -> dict:
@@ -208,7 +243,30 @@ def scale_one(work: Path, count: int, quick: bool) -> dict:
     groups = find_duplicates(facts, vectors, EMBEDDER)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"count": count, "seconds": seconds, "groups": len(groups), "rss_before_mib": before, "peak_mib": peak}
+    result = {"count": count, "seconds": seconds, "groups": len(groups), "rss_before_mib": before, "peak_mib": peak}
+    if count > EXACT_SEARCH_UP_TO:
+        result["close_neighbours_found"], result["knn_seconds"] = approximate_recall(vectors)
+    return result
+
+
+def approximate_recall(vectors: np.ndarray, queries: int = 1000, close: float = 0.9) -> tuple[float, float]:
+    """Of the exact neighbours (cosine >= `close`) of a sample of rows, the fraction the approximate k-NN
+    finds; and the seconds that k-NN search takes alone."""
+    import faiss
+
+    started = time.perf_counter()
+    sims, found = nearest_neighbours(vectors, DEFAULT_NEIGHBOURS)
+    seconds = time.perf_counter() - started
+    rows = np.random.default_rng(7).choice(len(vectors), size=queries, replace=False)
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    true_sims, true_found = exact.search(vectors[rows], DEFAULT_NEIGHBOURS + 1)
+    wanted = found_count = 0
+    for row, row_sims, row_found in zip(rows, true_sims, true_found):
+        targets = {int(j) for s, j in zip(row_sims, row_found) if s >= close and j != row}
+        wanted += len(targets)
+        found_count += len(targets & {int(j) for j in found[row]})
+    return found_count / max(1, wanted), seconds
 
 
 def run_scale(work: Path, sizes: list[int], quick: bool) -> list[dict]:
@@ -224,9 +282,10 @@ def run_scale(work: Path, sizes: list[int], quick: bool) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/.duplicates"))
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lookalike-duplicates-benchmark")
     parser.add_argument("--sizes", default=None, help="comma-separated vector counts for the scale runs")
     parser.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sweep", action="store_true", help="also measure other near-tier settings")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -241,9 +300,10 @@ def main() -> None:
     print("lookalike:", json.dumps(ours), flush=True)
     phash = evaluate_phash(data)
     print("PHash<=10:", json.dumps(phash), flush=True)
+    swept = sweep(data) if args.sweep else []
     sizes = [int(s) for s in (args.sizes or ("10000" if args.quick else "10000,30000,100000")).split(",") if s]
     scale = run_scale(args.work, sizes, args.quick)
-    results = {"files": len(data["path"]), "lookalike": ours, "phash": phash, "scale": scale,
+    results = {"files": len(data["path"]), "lookalike": ours, "phash": phash, "scale": scale, "sweep": swept,
                "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}"}  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -67,6 +67,12 @@ class TierThresholds:
             return replace(self, same_image_cosine=threshold, same_image_cosine_unsigned=threshold)
         return replace(self, near_cosine=threshold, near_cosine_unsigned=threshold)
 
+    def floor(self, tier: str) -> float:
+        """The lowest cosine that can link two files at `tier`: neighbours below it are not looked at."""
+        if tier == "same-image":
+            return min(self.same_image_cosine, self.resized_cosine, self.same_image_cosine_unsigned)
+        return min(self.near_cosine, self.near_pixel_cosine, self.near_cosine_unsigned)
+
     def same_image(self, cosine: float, first: ImageFacts, second: ImageFacts) -> bool:
         """Whether two files with embedding cosine `cosine` show the same picture."""
         if _heavier_jpeg(first, second):

@@ -85,11 +85,12 @@ def _crop_matrices(side: int = SIGNATURE_SIDE) -> np.ndarray:
 
 
 _CROPS = _crop_matrices()
+_CROPS_T = np.ascontiguousarray(_CROPS.transpose(0, 2, 1))
 TURN_DEGREES = (-5.0, -2.5, 2.5, 5.0)  # turns tried, for the "small turn" edits of the near tier
 
 
-def _turn_matrix(degrees: float, side: int = SIGNATURE_SIDE) -> np.ndarray:
-    """A (side*side, side*side) bilinear resampling matrix that turns a thumbnail about its centre."""
+def _turn_sampling(degrees: float, side: int = SIGNATURE_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear sampling of a thumbnail turned about its centre: (4, side*side) source pixels and weights."""
     angle = np.deg2rad(degrees)
     ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
     centre = (side - 1) / 2
@@ -99,19 +100,12 @@ def _turn_matrix(degrees: float, side: int = SIGNATURE_SIDE) -> np.ndarray:
     x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
     x1, y1 = np.minimum(x0 + 1, side - 1), np.minimum(y0 + 1, side - 1)
     fx, fy = sx - x0, sy - y0
-    matrix = np.zeros((side * side, side * side), dtype=np.float32)
-    rows = np.arange(side * side)
-    for xi, yi, weight in (
-        (x0, y0, (1 - fx) * (1 - fy)),
-        (x1, y0, fx * (1 - fy)),
-        (x0, y1, (1 - fx) * fy),
-        (x1, y1, fx * fy),
-    ):
-        np.add.at(matrix, (rows, yi * side + xi), weight)
-    return matrix
+    sources = np.stack([y0 * side + x0, y0 * side + x1, y1 * side + x0, y1 * side + x1])
+    weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy]).astype(np.float32)
+    return sources, weights
 
 
-_TURNS = np.stack([_turn_matrix(degrees) for degrees in TURN_DEGREES])
+_TURNS = [_turn_sampling(degrees) for degrees in TURN_DEGREES]
 
 
 def _standardise(rows: np.ndarray) -> np.ndarray:
@@ -130,9 +124,11 @@ def crop_tolerant_correlation(wider: bytes, others: list[bytes]) -> np.ndarray:
     thumbnails (one grey level) correlate with nothing.
     """
     thumbnail = signature_array(wider).reshape(SIGNATURE_SIDE, SIGNATURE_SIDE)
-    rows = np.einsum("aij,jk->aik", _CROPS, thumbnail)  # vertical crops: (9, 32, 32)
-    views = np.einsum("aij,bkj->abik", rows, _CROPS).reshape(-1, SIGNATURE_BYTES)  # and horizontal: (81, 1024)
-    views = np.concatenate([views, _TURNS @ thumbnail.ravel()])  # and turned: (85, 1024)
+    rows = np.matmul(_CROPS, thumbnail)  # vertical crops: (9, 32, 32)
+    views = np.matmul(rows[:, None], _CROPS_T[None]).reshape(-1, SIGNATURE_BYTES)  # and horizontal: (81, 1024)
+    flat = thumbnail.ravel()
+    turned = np.stack([(flat[sources] * weights).sum(axis=0) for sources, weights in _TURNS])
+    views = np.concatenate([views, turned])  # and turned: (85, 1024)
     candidates = np.stack([signature_array(other) for other in others])
     return (_standardise(views) @ _standardise(candidates).T).max(axis=0)
 
