@@ -239,11 +239,12 @@ def scale_one(work: Path, count: int, quick: bool) -> dict:
         for i in range(count)
     ]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     groups = find_duplicates(facts, vectors, EMBEDDER)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {"count": count, "seconds": seconds, "groups": len(groups), "rss_before_mib": before, "peak_mib": peak}
+    result = {"count": count, "seconds": seconds, "cpu_seconds": cpu_seconds, "groups": len(groups)}
+    result |= {"rss_before_mib": before, "peak_mib": peak, "load_average": os.getloadavg()[0]}
     if count > EXACT_SEARCH_UP_TO:
         result["close_neighbours_found"], result["knn_seconds"] = approximate_recall(vectors)
     return result
