@@ -118,6 +118,9 @@ def evaluate_groups(groups: list, data: dict) -> dict:
             "right": sum(v == label for v in verdicts) / len(copies),
             "found": sum(v is not None for v in verdicts) / len(copies),
         }
+        for edit in sorted({str(data["edit"][i]) for i in copies}):
+            right = [v == label for i, v in zip(copies, verdicts) if str(data["edit"][i]) == edit]
+            result[label][f"right {edit}"] = sum(right) / len(right)
     pairs = [(g.keep.id, m.id) for g in groups for m in g.others]
     result["pairs"] = len(pairs)
     result["precision"] = sum(source[a] == source[b] for a, b in pairs) / max(1, len(pairs))
