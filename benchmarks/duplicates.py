@@ -193,6 +193,32 @@ def evaluate_phash(data: dict) -> dict:
     return result
 
 
+def distributions(data: dict) -> dict:
+    """Per edit: cosine and thumbnail distance (RMS grey levels) between each copy and its original."""
+    from lookalike.signatures import signature_distance
+
+    source, tier, edit, vectors = data["source"], data["tier"], data["edit"], data["vectors"]
+    originals = {int(s): i for i, (s, t) in enumerate(zip(source, tier)) if t == "original"}
+    rows: dict[str, list[tuple[float, float]]] = {}
+    for i, label in enumerate(tier):
+        if label in ("same-image", "near"):
+            o = originals[int(source[i])]
+            distance = signature_distance(data["signatures"][i].tobytes(), data["signatures"][o].tobytes())
+            rows.setdefault(f"{label} {edit[i]}", []).append((float(vectors[i] @ vectors[o]), distance))
+    result = {}
+    for name, values in sorted(rows.items()):
+        cosines, distances = np.asarray(values).T
+        result[name] = {
+            "cosine min": float(cosines.min()),
+            "cosine p5": float(np.percentile(cosines, 5)),
+            "distance p5": float(np.percentile(distances, 5)),
+            "distance median": float(np.median(distances)),
+            "distance max": float(distances.max()),
+        }
+        print("distribution:", name, json.dumps({k: round(v, 2) for k, v in result[name].items()}), flush=True)
+    return result
+
+
 SWEEP = ((0.92, 0.85), (0.95, 0.85), (0.95, 0.90), (0.97, 0.90), (1.01, 0.90), (1.01, 0.93))
 
 
@@ -297,6 +323,7 @@ def main() -> None:
         print(json.dumps(scale_one(args.work, args.scale_one, args.quick)))
         return
     data = prepare(args.work, args.quick)
+    spread = distributions(data)
     started = time.perf_counter()
     groups = find_duplicates(image_facts(data), data["vectors"], EMBEDDER)
     ours = evaluate_groups(groups, data)
@@ -307,8 +334,9 @@ def main() -> None:
     swept = sweep(data) if args.sweep else []
     sizes = [int(s) for s in (args.sizes or ("10000" if args.quick else "10000,30000,100000")).split(",") if s]
     scale = run_scale(args.work, sizes, args.quick)
+    machine = f"{os.cpu_count()} cores, Python {platform.python_version()}"
     results = {"files": len(data["path"]), "lookalike": ours, "phash": phash, "scale": scale, "sweep": swept,
-               "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}"}  # fmt: skip
+               "distributions": spread, "machine": machine}  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
