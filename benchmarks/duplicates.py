@@ -15,7 +15,8 @@ embedded with EfficientNet-Lite0 and given its pixel signature; lookalike.duplic
 - imagededup's rule: PHash (imagehash.phash on the image converted to RGB as imagededup loads it) with a
   Hamming distance <= 10, every pair under it reported (it makes no groups and no tiers).
 - Scale: real embeddings of the set repeated with Gaussian noise (cosine about 0.7 to their base, and one in
-  ten a close copy of another), grouped in a fresh process each: wall time and peak RSS.
+  ten a close copy of another), with the real files' signatures and sizes, grouped in a fresh process each:
+  wall and CPU time, peak RSS.
 """
 
 from __future__ import annotations
@@ -262,9 +263,10 @@ def scale_one(work: Path, count: int, quick: bool) -> dict:
     data = prepare(work, quick)
     vectors = synthetic(data["vectors"], count)
     signatures = data["signatures"]
+    dims = data["dims"]  # the real files' sizes, so that pairs of other sizes take the 625-crop comparison
     facts = [
-        ImageFacts(i, f"/photos/{i:07}.jpg", 100_000 + i, f"{i:032x}", 1024, 768, i,
-                   signatures[i % len(signatures)].tobytes())
+        ImageFacts(i, f"/photos/{i:07}.jpg", 100_000 + i, f"{i:032x}", int(dims[i % len(dims)][0]),
+                   int(dims[i % len(dims)][1]), i, signatures[i % len(signatures)].tobytes())
         for i in range(count)
     ]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -88,11 +88,15 @@ class TierThresholds:
         verdicts = [self._near_by_embedding(keeper, item, cosine) for item, cosine in candidates]
         pending = [i for i, (item, cosine) in enumerate(candidates) if verdicts[i] is None]
         if pending:
-            # The keeper is normally the wider view (more pixels), so its crops are the ones to try.
-            others = [candidates[i][0].signature for i in pending]
-            correlations = crop_tolerant_correlation(keeper.signature, others)  # type: ignore[arg-type]
-            for i, correlation in zip(pending, correlations):
-                verdicts[i] = bool(correlation >= self.near_correlation)
+            # The keeper is normally the wider view (more pixels), so its crops are the ones to try; a file of
+            # the keeper's own size is rarely a crop, and skips the 625 crop views.
+            for same_size in (True, False):
+                batch = [i for i in pending if _same_size(keeper, candidates[i][0]) == same_size]
+                if batch:
+                    others = [candidates[i][0].signature for i in batch]
+                    found = crop_tolerant_correlation(keeper.signature, others, crops=not same_size)  # type: ignore[arg-type]
+                    for i, correlation in zip(batch, found):
+                        verdicts[i] = bool(correlation >= self.near_correlation)
         return [bool(v) for v in verdicts]
 
     def _near_by_embedding(self, keeper: ImageFacts, item: ImageFacts, cosine: float) -> bool | None:
@@ -133,6 +137,10 @@ def _heavier_jpeg(first: ImageFacts, second: ImageFacts) -> bool:
     """Whether one file is a much more compressed JPEG than the other (a file that is not a JPEG counts as 100)."""
     low, high = sorted((first.jpeg_quality or 100, second.jpeg_quality or 100))
     return low < HEAVY_JPEG_QUALITY and high - low >= HEAVY_JPEG_GAP
+
+
+def _same_size(first: ImageFacts, second: ImageFacts) -> bool:
+    return bool(first.width and first.height) and (first.width, first.height) == (second.width, second.height)
 
 
 def _resized(first: ImageFacts, second: ImageFacts) -> bool:
