@@ -53,11 +53,11 @@ class TierThresholds:
     same_image_signature: float  # max RMS thumbnail difference (grey levels) for a same-image pair
     resized_cosine: float  # the same, when one file is a resize of the other (same aspect, other size)
     resized_signature: float
-    same_image_cosine_unsigned: float  # cosine alone, when a file has no signature stored
+    same_image_cosine_unsigned: float  # cosine alone, when a file has no signature stored (set by hand)
     near_cosine: float  # an embedding this close is a near duplicate on its own ...
     near_pixel_cosine: float  # ... and so is one at least this close whose thumbnail, cropped or turned a
     near_correlation: float  # little, correlates with the keeper's at least this much (signatures.py)
-    near_cosine_unsigned: float  # cosine alone, when a file has no signature stored
+    near_cosine_unsigned: float  # cosine alone, when a file has no signature stored (set by hand)
 
     def with_override(self, tier: str, threshold: float | None) -> TierThresholds:
         """These limits with the cosine floor of `tier` replaced by `threshold` (the CLI's --threshold)."""
