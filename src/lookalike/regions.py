@@ -141,7 +141,7 @@ def _textured_blobs(gray: np.ndarray) -> list[Box]:
     those thin bands and keeps the dense gradients of a photo, whose smooth parts the closing fills back.
     """
     gradient = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
-    busy = (gradient > 24.0).astype(np.uint8)  # ~6 grey levels per pixel: above JPEG ringing on flat colour
+    busy: np.ndarray = (gradient > 24.0).astype(np.uint8)  # ~6 grey levels per pixel: above JPEG ringing
     side = max(5, min(gray.shape) // 48) | 1
     busy = cv2.morphologyEx(busy, cv2.MORPH_OPEN, np.ones((side, side), np.uint8))
     busy = cv2.morphologyEx(busy, cv2.MORPH_CLOSE, np.ones((side * 4, side * 4), np.uint8))

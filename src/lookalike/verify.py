@@ -105,7 +105,8 @@ CONTRAST_THRESHOLD = 0.02
 
 def _sift(max_features: int) -> cv2.SIFT:
     if max_features not in _SIFT:
-        _SIFT[max_features] = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=CONTRAST_THRESHOLD)
+        create = cv2.SIFT_create  # type: ignore[attr-defined]  # OpenCV's stubs miss it; it is in every build
+        _SIFT[max_features] = create(nfeatures=max_features, contrastThreshold=CONTRAST_THRESHOLD)
     return _SIFT[max_features]
 
 

@@ -1,0 +1,230 @@
+"""What duplicate grouping decides with: file facts, tier thresholds per embedder, keeper rules, decisions.
+
+Kept apart from the grouping itself (`duplicates.py`) so that the rules a person reads in the docs are in
+one short place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .errors import LookalikeError
+from .signatures import crop_tolerant_correlation, signature_distance
+
+TIERS = ("identical", "same-image", "near")
+RESIZED_ASPECT_TOLERANCE = 0.02  # two sizes whose aspect ratios differ by less are taken as a resize
+HEAVY_JPEG_QUALITY = 40  # a JPEG saved below this quality ...
+HEAVY_JPEG_GAP = 20  # ... and this far below its counterpart is a heavy re-compression: near, not same-image
+
+
+class UnknownThresholdsError(LookalikeError):
+    """No duplicate thresholds were measured for this embedder."""
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the catalog knows of one file (a row), plus its pixel signature when one is stored."""
+
+    id: int
+    path: str
+    size: int
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    mtime_ns: int
+    signature: bytes | None = None
+    metadata_fields: int = 0  # EXIF/XMP/text fields; "richer metadata" wins a keeper tie
+    jpeg_quality: int | None = None  # signatures.estimate_jpeg_quality of the file's bytes; None if not a JPEG
+
+    @property
+    def pixels(self) -> int:
+        return (self.width or 0) * (self.height or 0)
+
+
+@dataclass(frozen=True)
+class TierThresholds:
+    """Cosine and signature limits of the two embedding tiers, for one embedder (docs/benchmarks.md)."""
+
+    same_image_cosine: float  # cosine floor for a same-image pair of the same size
+    same_image_signature: float  # max RMS thumbnail difference (grey levels) for a same-image pair
+    resized_cosine: float  # the same, when one file is a resize of the other (same aspect, other size)
+    resized_signature: float
+    same_image_cosine_unsigned: float  # cosine alone, when a file has no signature stored (set by hand)
+    near_cosine: float  # an embedding this close is a near duplicate on its own ...
+    near_pixel_cosine: float  # ... and so is one at least this close whose thumbnail, cropped or turned a
+    near_correlation: float  # little, correlates with the keeper's at least this much (signatures.py)
+    near_cosine_unsigned: float  # cosine alone, when a file has no signature stored (set by hand)
+
+    def with_override(self, tier: str, threshold: float | None) -> TierThresholds:
+        """These limits with the cosine floor of `tier` replaced by `threshold` (the CLI's --threshold)."""
+        if threshold is None or tier == "identical":
+            return self
+        if tier == "same-image":
+            return replace(self, same_image_cosine=threshold, same_image_cosine_unsigned=threshold)
+        return replace(self, near_cosine=threshold, near_cosine_unsigned=threshold)
+
+    def floor(self, tier: str) -> float:
+        """The lowest cosine that can link two files at `tier`: neighbours below it are not looked at."""
+        if tier == "same-image":
+            return min(self.same_image_cosine, self.resized_cosine, self.same_image_cosine_unsigned)
+        return min(self.near_cosine, self.near_pixel_cosine, self.near_cosine_unsigned)
+
+    def same_image(self, cosine: float, first: ImageFacts, second: ImageFacts) -> bool:
+        """Whether two files with embedding cosine `cosine` show the same picture."""
+        if _heavier_jpeg(first, second):
+            return False
+        if first.signature is None or second.signature is None:
+            return cosine >= self.same_image_cosine_unsigned
+        if _resized(first, second):
+            return cosine >= self.resized_cosine and _distance(first, second) <= self.resized_signature
+        return cosine >= self.same_image_cosine and _distance(first, second) <= self.same_image_signature
+
+    def near(self, keeper: ImageFacts, candidates: Sequence[tuple[ImageFacts, float]]) -> list[bool]:
+        """Which (file, cosine with the keeper) candidates are near duplicates of `keeper`."""
+        verdicts = [self._near_by_embedding(keeper, item, cosine) for item, cosine in candidates]
+        pending = [i for i, (item, cosine) in enumerate(candidates) if verdicts[i] is None]
+        if pending:
+            # The keeper is normally the wider view (more pixels), so its crops are the ones to try; a file of
+            # the keeper's own size is rarely a crop, and skips the 625 crop views.
+            for same_size in (True, False):
+                batch = [i for i in pending if _same_size(keeper, candidates[i][0]) == same_size]
+                if batch:
+                    others = [candidates[i][0].signature for i in batch]
+                    found = crop_tolerant_correlation(keeper.signature, others, crops=not same_size)  # type: ignore[arg-type]
+                    for i, correlation in zip(batch, found):
+                        verdicts[i] = bool(correlation >= self.near_correlation)
+        return [bool(v) for v in verdicts]
+
+    def _near_by_embedding(self, keeper: ImageFacts, item: ImageFacts, cosine: float) -> bool | None:
+        """True or False when the embedding decides alone; None when the pixels must be compared."""
+        if keeper.signature is None or item.signature is None:
+            return cosine >= self.near_cosine_unsigned
+        if cosine >= self.near_cosine:
+            return True
+        return None if cosine >= self.near_pixel_cosine else False
+
+
+# Measured with benchmarks/duplicates.py on its labelled set (docs/benchmarks.md, "Duplicates").
+THRESHOLDS: dict[str, TierThresholds] = {
+    "efficientnet-lite0": TierThresholds(
+        same_image_cosine=0.90,
+        same_image_signature=2.5,
+        resized_cosine=0.60,
+        resized_signature=8.0,
+        same_image_cosine_unsigned=0.97,
+        near_cosine=0.97,
+        near_pixel_cosine=0.50,
+        near_correlation=0.90,
+        near_cosine_unsigned=0.90,
+    ),
+}
+
+
+def thresholds_for(embedder: str) -> TierThresholds:
+    """The measured thresholds of an embedder, by its name (the part of its identity before '@')."""
+    name = embedder.split("@", 1)[0]
+    if name not in THRESHOLDS:
+        known = ", ".join(sorted(THRESHOLDS))
+        raise UnknownThresholdsError(f"no duplicate thresholds measured for embedder {name!r} (known: {known})")
+    return THRESHOLDS[name]
+
+
+def _heavier_jpeg(first: ImageFacts, second: ImageFacts) -> bool:
+    """Whether one file is a much more compressed JPEG than the other (a file that is not a JPEG counts as 100)."""
+    low, high = sorted((first.jpeg_quality or 100, second.jpeg_quality or 100))
+    return low < HEAVY_JPEG_QUALITY and high - low >= HEAVY_JPEG_GAP
+
+
+def _same_size(first: ImageFacts, second: ImageFacts) -> bool:
+    return bool(first.width and first.height) and (first.width, first.height) == (second.width, second.height)
+
+
+def _resized(first: ImageFacts, second: ImageFacts) -> bool:
+    if not (first.width and first.height and second.width and second.height):
+        return False
+    if (first.width, first.height) == (second.width, second.height):
+        return False
+    ratio = (first.width / first.height) / (second.width / second.height)
+    return abs(ratio - 1.0) <= RESIZED_ASPECT_TOLERANCE
+
+
+def _distance(first: ImageFacts, second: ImageFacts) -> float:
+    assert first.signature is not None and second.signature is not None
+    return signature_distance(first.signature, second.signature)
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What a person decided in an earlier review, by image id.
+
+    `not_duplicates`: sets of ids of which no two may share a group. `keep_all`: sets of ids the person
+    keeps all of; a group whose members all fall in one such set is not reported.
+    """
+
+    not_duplicates: tuple[frozenset[int], ...] = ()
+    keep_all: tuple[frozenset[int], ...] = ()
+    _apart: frozenset[tuple[int, int]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pairs = {(a, b) for ids in self.not_duplicates for a in ids for b in ids if a < b}
+        object.__setattr__(self, "_apart", frozenset(pairs))
+
+    def apart(self, first: int, second: int) -> bool:
+        """Whether a person said these two are not duplicates."""
+        return (min(first, second), max(first, second)) in self._apart
+
+    def keeps_all(self, ids: Iterable[int]) -> bool:
+        """Whether a person chose to keep every one of these ids."""
+        wanted = set(ids)
+        return any(wanted <= kept for kept in self.keep_all)
+
+
+def _in_reference(path: str, folders: tuple[str, ...]) -> bool:
+    return any(
+        os.path.commonpath([path, folder]) == folder
+        for folder in folders
+        if os.path.isabs(path) == os.path.isabs(folder)
+    )
+
+
+def keeper_key(item: ImageFacts, folders: tuple[str, ...]) -> tuple:
+    """Sort key of the keeper rules, best first: reference folder, pixels, bytes, metadata, age, path."""
+    return (
+        not _in_reference(item.path, folders),
+        -item.pixels,
+        -item.size,
+        -item.metadata_fields,
+        item.mtime_ns,
+        len(item.path),
+        item.path,
+        item.id,
+    )
+
+
+def keeper_order(facts: Sequence[ImageFacts], reference_folders: tuple[str, ...]) -> np.ndarray:
+    """Positions of `facts` in keeper order: the image that would be kept comes first."""
+    folders = tuple(os.path.normpath(folder) for folder in reference_folders)
+    keys = [keeper_key(item, folders) for item in facts]
+    return np.asarray(sorted(range(len(facts)), key=keys.__getitem__), dtype=np.int64)
+
+
+def keeper_reason(keeper: ImageFacts, runner_up: ImageFacts, reference_folders: tuple[str, ...] = ()) -> str:
+    """The first keeper rule that tells the keeper from the best other member, in words."""
+    folders = tuple(os.path.normpath(folder) for folder in reference_folders)
+    if _in_reference(keeper.path, folders) and not _in_reference(runner_up.path, folders):
+        return "in a reference folder"
+    if keeper.pixels != runner_up.pixels:
+        return f"more pixels ({keeper.width}x{keeper.height} vs {runner_up.width}x{runner_up.height})"
+    if keeper.size != runner_up.size:
+        return f"larger file ({keeper.size} vs {runner_up.size} bytes)"
+    if keeper.metadata_fields != runner_up.metadata_fields:
+        return f"richer metadata ({keeper.metadata_fields} vs {runner_up.metadata_fields} fields)"
+    if keeper.mtime_ns != runner_up.mtime_ns:
+        return "older file"
+    if len(keeper.path) != len(runner_up.path):
+        return "shorter path"
+    return "first path in order"
