@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import catalog_file
+from .catalog_duplicates import SCHEMA_2, DuplicateTables, StoredSignature
 from .errors import CatalogWriteError, CollectionNotFoundError, CorruptCatalogError, NotIndexedError, SchemaVersionError
 
 CATALOG_FILE = "catalog.sqlite"
@@ -62,6 +63,7 @@ def _run_script(connection: sqlite3.Connection, script: str) -> None:
 # or column is a new step appended here; catalogs of every earlier version climb the steps they lack on open.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda connection: _run_script(connection, _SCHEMA_1),
+    lambda connection: _run_script(connection, SCHEMA_2),  # signatures, decisions, quarantined rows
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -107,6 +109,7 @@ class NewImage:
     width: int
     height: int
     vector: np.ndarray
+    signature: StoredSignature | None = None  # older callers and reused rows without one store none
 
 
 def encode_path(path: str) -> bytes:
@@ -122,7 +125,7 @@ def decode_path(raw: bytes) -> str:
     return bytes(raw).decode(_FS_ENCODING, _FS_ERRORS)
 
 
-class Catalog:
+class Catalog(DuplicateTables):
     """A connection to one collection's SQLite catalog."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
@@ -318,6 +321,8 @@ class Catalog:
                     "INSERT INTO embeddings (image_id, vector) VALUES (?, ?)",
                     (image_id, np.ascontiguousarray(image.vector, dtype=np.float32).tobytes()),
                 )
+                if image.signature is not None:
+                    self._insert_signature(image_id, image.signature)
                 ids.append(image_id)
         return ids
 
