@@ -175,7 +175,8 @@ class DuplicateTables:
             return None
         signature = StoredSignature(bytes(row[8]), row[9]) if row[8] is not None else None
         vector = np.frombuffer(row[7], dtype=np.float32).copy()
-        return QuarantinedRow(row[0], _decode(row[1]), *row[2:7], vector, signature)
+        image_id, _, size, mtime_ns, content_hash, width, height = row[:7]
+        return QuarantinedRow(image_id, _decode(row[1]), size, mtime_ns, content_hash, width, height, vector, signature)
 
     def forget_quarantined(self, image_id: int) -> None:
         """Drop a kept row once its file is back in the collection."""

@@ -126,9 +126,9 @@ def plan_action(
         return plan_hardlinks(groups)
     if folder is None:
         raise InvalidArgumentError(f"the {action} action needs a quarantine folder", "folder")
-    if action == "undo":
-        return plan_undo(folder)
     target = Path(os.path.abspath(os.fspath(folder)))
+    if action == "undo":
+        return plan_undo(target)
     for root in roots:
         if target == Path(root) or Path(root) in target.parents:
             raise QuarantineError(
