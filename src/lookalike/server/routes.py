@@ -129,6 +129,10 @@ def install_routes(app: FastAPI, service: SearchService, max_upload_bytes: int) 
         number = await run_in_threadpool(duplicates.decide, decision.kind, decision.ids, decision.confirm)
         return JSON({"decision": number, "kind": decision.kind, "ids": sorted(set(decision.ids))})
 
+    @app.get("/duplicates", include_in_schema=False)
+    async def duplicates_page() -> FileResponse:
+        return FileResponse(WEB_DIR / "duplicates.html", media_type="text/html", headers=_PAGE_HEADERS)
+
 
 MAX_GROUPS_PAGE = 1000
 
