@@ -142,6 +142,20 @@ def test_ingest_stores_a_signature_per_image_and_jpeg_quality(real_index: Path, 
     assert stored[record.id].signature == compute_signature(decode_file(str(photos["coffee"]), 224).pixels)
 
 
+def test_a_copy_indexed_later_reuses_the_stored_signature(plumbing, tmp_path: Path) -> None:
+    files, index = plumbing
+    later = tmp_path / "photos" / "later" / "coffee.jpg"
+    later.parent.mkdir()
+    shutil.copyfile(files["coffee"], later)
+    with Collection.open(index) as collection:
+        report = collection.add_folder(tmp_path / "photos")
+        original = collection.catalog.image_by_path(str(files["coffee"]))
+        copy = collection.catalog.image_by_path(str(later))
+        assert report.reused == 1 and original is not None and copy is not None
+        stored = collection.catalog.signatures([original.id, copy.id])
+    assert stored[copy.id] == stored[original.id] and stored[copy.id].jpeg_quality == 92
+
+
 # --- acting ------------------------------------------------------------------------------------------------
 
 
