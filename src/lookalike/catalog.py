@@ -14,8 +14,10 @@ ingest keeps every batch it committed.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +68,15 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda connection: _run_script(connection, SCHEMA_2),  # signatures, decisions, quarantined rows
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+# Steps that only add tables. A catalog that cannot be written (read-only media) and lacks them gets them as empty
+# temporary tables of its connection instead: what they would hold anyway, since nothing of this version wrote them.
+_TABLE_ONLY_STEPS = {1: SCHEMA_2}
+
+
+def _as_temporary(script: str) -> str:
+    # A temporary table cannot reference a table of the main database; nothing writes to these ones anyway.
+    script = script.replace("CREATE TABLE", "CREATE TEMP TABLE")
+    return re.sub(r"\s+REFERENCES \w+ \(\w+\)( ON DELETE CASCADE)?", "", script)
 
 
 def _climb_from_nothing(connection: sqlite3.Connection) -> None:
@@ -110,6 +121,18 @@ class NewImage:
     height: int
     vector: np.ndarray
     signature: StoredSignature | None = None  # older callers and reused rows without one store none
+
+
+def sound_vectors(vectors: np.ndarray, row_bytes: int) -> np.ndarray:
+    """Which rows look like what an embedder stores: finite, and unit length (or all zeros, for a blank image).
+
+    A flipped bit in a stored vector almost always breaks one of these; such a row must not be ranked.
+    """
+    if vectors.size == 0 or row_bytes % 4:
+        return np.zeros(len(vectors), dtype=bool)
+    with np.errstate(all="ignore"):
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    return np.isfinite(norms) & ((np.abs(norms - 1.0) < 1e-3) | (norms == 0.0))
 
 
 def encode_path(path: str) -> bytes:
@@ -165,6 +188,9 @@ class Catalog(DuplicateTables):
             raise SchemaVersionError(
                 f"{self.path} was written by a newer lookalike (schema {version}); upgrade lookalike"
             )
+        if version < SCHEMA_VERSION and not os.access(self.path.parent, os.W_OK):
+            self._stand_in_for_steps(version)
+            return
         while version < SCHEMA_VERSION:
             with self.transaction():
                 current = self._schema_version()  # another process may have climbed this step meanwhile
@@ -172,6 +198,16 @@ class Catalog(DuplicateTables):
                     MIGRATIONS[version](self.connection)
                     self.connection.execute(f"PRAGMA user_version = {version + 1}")
             version = self._schema_version()
+
+    def _stand_in_for_steps(self, version: int) -> None:
+        """Give a catalog on read-only media the tables of the steps it lacks, empty and for this connection only."""
+        for step in range(version, SCHEMA_VERSION):
+            if step not in _TABLE_ONLY_STEPS:
+                raise SchemaVersionError(
+                    f"{self.path} has schema {version} and cannot be written here: open it once where it can be "
+                    "written, so it is brought up to date"
+                )
+            _run_script(self.connection, _as_temporary(_TABLE_ONLY_STEPS[step]))
 
     def _schema_version(self) -> int:
         return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
@@ -254,9 +290,17 @@ class Catalog(DuplicateTables):
     # --- embeddings ------------------------------------------------------------
 
     def embedding(self, image_id: int) -> np.ndarray | None:
-        """The stored vector of one image."""
+        """The stored vector of one image (CorruptCatalogError if its bytes are damaged)."""
         row = self.connection.execute("SELECT vector FROM embeddings WHERE image_id = ?", (image_id,)).fetchone()
-        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+        if row is None:
+            return None
+        vector = np.frombuffer(row[0], dtype=np.float32).copy()
+        if not sound_vectors(vector[None], len(row[0]))[0]:
+            raise CorruptCatalogError(
+                f"the stored embedding of image {image_id} in {self.path} is damaged: repair the collection, "
+                "or index its folder again"
+            )
+        return vector
 
     def require_embedding(self, image_id: int) -> np.ndarray:
         """The stored vector of an image that has one (NotIndexedError otherwise)."""
@@ -269,8 +313,18 @@ class Catalog(DuplicateTables):
         """Yield (ids int64, vectors float32) in id order, `batch_size` rows at a time, streaming."""
         query = "SELECT image_id, vector FROM embeddings WHERE image_id > ? ORDER BY image_id LIMIT ?"
         for rows in self.pages(query, after_id, batch_size):
+            # Damaged rows (wrong length, not unit length) are left out: a damaged vector is never ranked.
+            lengths = Counter(len(row[1]) for row in rows)
+            size = lengths.most_common(1)[0][0]
+            if len(lengths) > 1:
+                rows = [row for row in rows if len(row[1]) == size]
             ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-            yield ids, np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+            vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+            sound = sound_vectors(vectors, size)
+            if sound.all():
+                yield ids, vectors
+            elif sound.any():
+                yield ids[sound], vectors[sound]
 
     def sample_embeddings(self, count: int, seed: int = 1338) -> np.ndarray:
         """Up to `count` stored vectors picked at random (for training an index)."""
@@ -351,6 +405,18 @@ class Catalog(DuplicateTables):
             for image_id in ids:
                 self._delete_id(image_id)
         return len(ids)
+
+    def queue_for_reembedding(self, ids: Iterable[int], reason: str) -> None:
+        """Drop these images' stored vectors and mark their rows so that the next scan embeds them again."""
+        with self.transaction():
+            for image_id in ids:
+                had_vector = self.connection.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,)).rowcount
+                # size -1 matches no file: the next scan sees the file as changed and embeds it.
+                self.connection.execute(
+                    "UPDATE images SET status = 'skipped', error = ?, size = -1 WHERE id = ?", (reason, image_id)
+                )
+                if had_vector:
+                    self.connection.execute("INSERT OR IGNORE INTO tombstones (id) VALUES (?)", (image_id,))
 
     def _delete_path(self, path: str) -> None:
         row = self.connection.execute("SELECT id FROM images WHERE path = ?", (encode_path(path),)).fetchone()
