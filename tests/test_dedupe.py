@@ -156,6 +156,24 @@ def test_a_copy_indexed_later_reuses_the_stored_signature(plumbing, tmp_path: Pa
     assert stored[copy.id] == stored[original.id] and stored[copy.id].jpeg_quality == 92
 
 
+def test_metadata_fields_are_stored_at_ingest_for_the_keeper_rules(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Maker", "Model"
+    photo = sample_photo("rocket")
+    photo.save(photos / "a-plain.png")
+    photo.save(photos / "b-tagged.png", exif=exif)  # the same pixels and a few bytes more
+    with Collection.create(tmp_path / "idx", embedder="colour-layout") as collection:
+        collection.add_folder(photos)
+        [group] = collection.duplicates()
+        tagged = collection.catalog.image_by_path(str(photos / "b-tagged.png"))
+        assert tagged is not None
+        assert collection.catalog.signatures([tagged.id])[tagged.id].metadata_fields == 2
+    assert group.tier == "same-image" and group.keep.path == str(photos / "b-tagged.png")
+    assert group.facts[tagged.id].metadata_fields == 2  # what `keeper_key` ranks after pixels and bytes
+
+
 # --- acting ------------------------------------------------------------------------------------------------
 
 

@@ -30,7 +30,8 @@ SCHEMA_2 = """
 CREATE TABLE signatures (
     image_id INTEGER PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
     signature BLOB NOT NULL,
-    jpeg_quality INTEGER
+    jpeg_quality INTEGER,
+    metadata_fields INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,17 +53,19 @@ CREATE TABLE quarantined (
     height INTEGER,
     vector BLOB NOT NULL,
     signature BLOB,
-    jpeg_quality INTEGER
+    jpeg_quality INTEGER,
+    metadata_fields INTEGER
 )
 """
 
 
 @dataclass(frozen=True)
 class StoredSignature:
-    """An image's pixel signature and, for a JPEG, the quality it was saved with."""
+    """An image's pixel signature, the quality a JPEG was saved with, and how many metadata fields the file has."""
 
     signature: bytes
     jpeg_quality: int | None
+    metadata_fields: int = 0  # EXIF tags, text chunks, XMP: "richer metadata" wins a keeper tie
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,9 @@ class DuplicateTables:
     def signatures(self, ids: Iterable[int]) -> dict[int, StoredSignature]:
         """Stored signatures of the given ids (ids without one are left out)."""
         rows = self._select_by_ids(
-            "SELECT image_id, signature, jpeg_quality FROM signatures WHERE image_id IN ({marks})", ids
+            "SELECT image_id, signature, jpeg_quality, metadata_fields FROM signatures WHERE image_id IN ({marks})", ids
         )
-        return {row[0]: StoredSignature(bytes(row[1]), row[2]) for row in rows}
+        return {row[0]: StoredSignature(bytes(row[1]), row[2], row[3]) for row in rows}
 
     def count_signatures(self) -> int:
         """How many images have a stored signature."""
@@ -107,8 +110,9 @@ class DuplicateTables:
     def _insert_signature(self, image_id: int, stored: StoredSignature) -> None:
         """Store a signature; the caller holds the transaction that wrote the image's row."""
         self.connection.execute(
-            "INSERT OR REPLACE INTO signatures (image_id, signature, jpeg_quality) VALUES (?, ?, ?)",
-            (image_id, sqlite3.Binary(stored.signature), stored.jpeg_quality),
+            "INSERT OR REPLACE INTO signatures (image_id, signature, jpeg_quality, metadata_fields)"
+            " VALUES (?, ?, ?, ?)",
+            (image_id, sqlite3.Binary(stored.signature), stored.jpeg_quality, stored.metadata_fields),
         )
 
     # --- decisions ---------------------------------------------------------------
@@ -149,7 +153,7 @@ class DuplicateTables:
         signature = row.signature
         self.connection.execute(
             "INSERT OR REPLACE INTO quarantined (image_id, path, size, mtime_ns, content_hash, width, height,"
-            " vector, signature, jpeg_quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " vector, signature, jpeg_quality, metadata_fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.image_id,
                 _encode(row.path),
@@ -161,19 +165,21 @@ class DuplicateTables:
                 np.ascontiguousarray(row.vector, dtype=np.float32).tobytes(),
                 sqlite3.Binary(signature.signature) if signature else None,
                 signature.jpeg_quality if signature else None,
+                signature.metadata_fields if signature else None,
             ),
         )
 
     def quarantined(self, image_id: int) -> QuarantinedRow | None:
         """The kept row of an image a move took out, if the catalog has it."""
         row = self.connection.execute(
-            "SELECT image_id, path, size, mtime_ns, content_hash, width, height, vector, signature, jpeg_quality"
+            "SELECT image_id, path, size, mtime_ns, content_hash, width, height, vector, signature, jpeg_quality,"
+            " metadata_fields"
             " FROM quarantined WHERE image_id = ?",
             (image_id,),
         ).fetchone()
         if row is None:
             return None
-        signature = StoredSignature(bytes(row[8]), row[9]) if row[8] is not None else None
+        signature = StoredSignature(bytes(row[8]), row[9], row[10] or 0) if row[8] is not None else None
         vector = np.frombuffer(row[7], dtype=np.float32).copy()
         image_id, _, size, mtime_ns, content_hash, width, height = row[:7]
         return QuarantinedRow(image_id, _decode(row[1]), size, mtime_ns, content_hash, width, height, vector, signature)

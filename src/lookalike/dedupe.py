@@ -56,6 +56,7 @@ def collection_facts(catalog: Catalog) -> tuple[list[ImageFacts], np.ndarray]:
                 mtime_ns=record.mtime_ns,
                 signature=signature.signature if signature else None,
                 jpeg_quality=signature.jpeg_quality if signature else None,
+                metadata_fields=signature.metadata_fields if signature else 0,
             )
         )
     return facts, vectors

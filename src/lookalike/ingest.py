@@ -29,14 +29,15 @@ from .errors import ImageDecodeError
 from .files import FileEntry, scan_images
 from .images import DecodedImage, decode_file, default_max_megapixels
 from .scan_queue import ScanQueue
-from .signatures import SIGNATURE_SIDE, compute_signature, estimate_jpeg_quality
+from .signatures import SIGNATURE_SIDE, compute_signature, count_metadata_fields, estimate_jpeg_quality
 
 SCAN_CHUNK = 1000
 INLINE_LIMIT = 8  # below this many files, decoding threads cost more than they save
 READ_AHEAD = 8  # decoded images waiting per worker: bounds memory whatever the folder's size
-# A JPEG's quantization tables sit before its first scan, after the EXIF and ICC segments (64 KiB each at most):
-# this many header bytes hold them in practice, and reading them again costs a page-cache read.
-JPEG_HEADER_BYTES = 256 * 1024
+# A JPEG's quantization tables sit before its first scan, after the EXIF and ICC segments (64 KiB each at most),
+# and a PNG's text chunks usually before its image data: this many header bytes hold them in practice, and
+# reading them again right after decoding costs a page-cache read.
+HEADER_BYTES = 256 * 1024
 
 
 @dataclass
@@ -251,18 +252,18 @@ def signature_of(path: str, decoded: DecodedImage) -> StoredSignature | None:
     height, width = decoded.pixels.shape[:2]
     if height % SIGNATURE_SIDE or width % SIGNATURE_SIDE:
         return None
-    return StoredSignature(compute_signature(decoded.pixels), jpeg_quality_of(path))
+    quality, fields = header_facts(path)
+    return StoredSignature(compute_signature(decoded.pixels), quality, fields)
 
 
-def jpeg_quality_of(path: str) -> int | None:
-    """The JPEG quality of the file at `path` from its header bytes; None for other formats or on a read error."""
+def header_facts(path: str) -> tuple[int | None, int]:
+    """The JPEG quality (None if not a JPEG) and metadata field count of the file at `path`, from its header."""
     try:
         with open(path, "rb") as handle:
-            if handle.read(2) != b"\xff\xd8":
-                return None
-            return estimate_jpeg_quality(b"\xff\xd8" + handle.read(JPEG_HEADER_BYTES))
+            head = handle.read(HEADER_BYTES)
     except OSError:
-        return None
+        return None, 0
+    return estimate_jpeg_quality(head), count_metadata_fields(head)
 
 
 def decode_entry(path: str, input_size: int, max_megapixels: float | None = None) -> DecodedImage | ImageDecodeError:
