@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -40,13 +41,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def server(built_index: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(index: Path) -> Iterator[str]:
     """`lookalike serve` on 127.0.0.1 and a free port, with a token; yields its base URL."""
     port = free_port()
     environment = dict(os.environ, LOOKALIKE_TOKEN=TOKEN)
     process = subprocess.Popen(
-        [sys.executable, "-m", "lookalike.cli", "serve", "--index", str(built_index), "--port", str(port)],
+        [sys.executable, "-m", "lookalike.cli", "serve", "--index", str(index), "--port", str(port)],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -75,6 +76,12 @@ def server(built_index: Path) -> Iterator[str]:
             process.kill()
             process.wait()
         process.stdout.close()
+
+
+@pytest.fixture
+def server(built_index: Path) -> Iterator[str]:
+    with serving(built_index) as base:
+        yield base
 
 
 def wait_for_thumbnails(page: object) -> None:
@@ -135,3 +142,36 @@ def test_upload_then_search_by_a_result(server: str, originals: Path, tmp_path: 
     foreign = [url for url in requested if not url.startswith((server, "blob:", "data:"))]
     assert foreign == [], "the page loaded something from elsewhere"
     assert (ARTIFACTS / "browser.png").stat().st_size > 10_000
+
+
+def test_duplicates_view_steps_through_groups_and_stores_a_decision(tmp_path: Path) -> None:
+    from lookalike import Collection
+    from test_dedupe import make_photos
+
+    make_photos(tmp_path / "photos")
+    with Collection.create(tmp_path / "idx", embedder="colour-layout") as collection:
+        collection.add_folder(tmp_path / "photos")
+    problems: list[str] = []
+    with serving(tmp_path / "idx") as base, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.goto(f"{base}/duplicates?token={TOKEN}")
+            groups = page.locator("#dup-groups > li")
+            sync_api.expect(groups).to_have_count(2)
+            sync_api.expect(page.locator("#dup-summary")).to_have_text("Groups 1–2 of 2")
+            sync_api.expect(groups.first.locator("figure.keep")).to_have_count(1)
+            page.keyboard.press("j")
+            sync_api.expect(groups.nth(1)).to_have_class("dup-group current")
+            kept = groups.nth(1).locator("h2").inner_text()
+            page.keyboard.press("a")  # keep all: the group is not reported again
+            sync_api.expect(groups).to_have_count(1)
+            assert groups.first.locator("h2").inner_text().split(" · ")[1] != kept.split(" · ")[1]
+        finally:
+            browser.close()
+    assert problems == []
+    with Collection.open(tmp_path / "idx", read_only=True) as collection:
+        assert len(collection.duplicates()) == 1

@@ -34,6 +34,68 @@ def test_an_older_catalog_is_brought_up_to_date_on_open(tmp_path: Path) -> None:
     catalog.close()
 
 
+def test_a_catalog_of_the_previous_version_keeps_its_rows_and_gains_the_duplicate_tables(tmp_path: Path) -> None:
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    vector = np.ones(4, dtype=np.float32) / 2
+    with sqlite3.connect(folder / "catalog.sqlite") as connection:
+        MIGRATIONS[0](connection)  # version 1: no signatures, no decisions
+        connection.execute("PRAGMA user_version = 1")
+        connection.execute(
+            "INSERT INTO images (path, size, mtime_ns, content_hash, width, height, status)"
+            " VALUES (?, 10, 1, 'h1', 2, 2, 'indexed')",
+            (b"/photos/a.jpg",),
+        )
+        connection.execute("INSERT INTO embeddings (image_id, vector) VALUES (1, ?)", (vector.tobytes(),))
+    catalog = Catalog.open(folder)
+    try:
+        assert catalog.connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert catalog.image_by_path("/photos/a.jpg") is not None
+        assert catalog.signatures([1]) == {}  # indexed before signatures: grouping falls back on embeddings
+        decision = catalog.add_decision("not-duplicates", ["h1", "h2"])
+        assert catalog.decisions() == [("not-duplicates", frozenset({"h1", "h2"}))] and decision == 1
+    finally:
+        catalog.close()
+
+
+def test_a_previous_version_catalog_on_read_only_media_opens_without_the_new_tables_filled(tmp_path: Path) -> None:
+    import subprocess
+
+    mount_point = tmp_path / "media"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        (mount_point / "idx").mkdir()
+        connection = sqlite3.connect(mount_point / "idx" / "catalog.sqlite")
+        with connection:
+            MIGRATIONS[0](connection)
+            connection.execute("PRAGMA user_version = 1")
+        connection.close()  # the mount must have no open file to become read-only
+        subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
+        catalog = Catalog.open(mount_point / "idx")
+        try:
+            assert catalog.signatures([1]) == {} and catalog.decisions() == []
+            assert catalog.connection.execute("PRAGMA user_version").fetchone()[0] == 1  # nothing was written
+        finally:
+            catalog.close()
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_a_signature_is_stored_with_its_row_and_goes_with_it(tmp_path: Path) -> None:
+    from lookalike.catalog_duplicates import StoredSignature
+
+    catalog = Catalog.open(tmp_path / "idx", create=True)
+    signature = StoredSignature(bytes(range(256)) * 4, 80)
+    [image_id] = catalog.add_indexed([NewImage("/p/a.jpg", 1, 1, "h", 1, 1, np.ones(4, np.float32), signature)])
+    assert catalog.signatures([image_id]) == {image_id: signature}
+    catalog.remove_images([image_id])
+    assert catalog.count_signatures() == 0
+    catalog.close()
+
+
 def test_a_catalog_from_a_newer_lookalike_is_refused(tmp_path: Path) -> None:
     Catalog.open(tmp_path / "idx", create=True).close()
     with sqlite3.connect(tmp_path / "idx" / "catalog.sqlite") as connection:

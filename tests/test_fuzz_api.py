@@ -34,6 +34,7 @@ ROUTES = [
     "GET /api/images/{image_id}",
     "GET /api/thumbs/{image_id}",
     "GET /api/stats",
+    "GET /api/duplicates",  # the decisions route writes to the catalog: test_dedupe.py tests it on a copy
     "GET /healthz",
 ]
 

@@ -91,3 +91,26 @@ def test_bad_shapes_raise() -> None:
         compute_signature(np.zeros((100, 100, 3), dtype=np.uint8))
     with pytest.raises(SignatureError):
         signature_distance(b"\0" * 10, b"\0" * SIGNATURE_BYTES)
+
+
+def test_metadata_fields_are_counted_from_the_header() -> None:
+    from PIL.PngImagePlugin import PngInfo
+
+    from lookalike.signatures import count_metadata_fields
+
+    photo = sample_photo("astronaut")
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Camera maker", "Camera model"
+    exif.get_ifd(0x8769)[0x9003] = "2020:01:01 10:00:00"
+    text = PngInfo()
+    text.add_text("Title", "an astronaut")
+
+    def saved(fmt: str, **options: object) -> bytes:
+        buffer = io.BytesIO()
+        photo.save(buffer, fmt, **options)
+        return buffer.getvalue()
+
+    assert count_metadata_fields(saved("JPEG", quality=90, exif=exif)) == 3
+    assert count_metadata_fields(saved("JPEG", quality=90)) == 0
+    assert count_metadata_fields(saved("PNG", pnginfo=text)) == 1
+    assert count_metadata_fields(b"not an image") == 0

@@ -14,6 +14,7 @@ ingest keeps every batch it committed.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import sys
 from collections import Counter
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import catalog_file
+from .catalog_duplicates import SCHEMA_2, DuplicateTables, StoredSignature
 from .errors import CatalogWriteError, CollectionNotFoundError, CorruptCatalogError, NotIndexedError, SchemaVersionError
 
 CATALOG_FILE = "catalog.sqlite"
@@ -63,8 +65,18 @@ def _run_script(connection: sqlite3.Connection, script: str) -> None:
 # or column is a new step appended here; catalogs of every earlier version climb the steps they lack on open.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda connection: _run_script(connection, _SCHEMA_1),
+    lambda connection: _run_script(connection, SCHEMA_2),  # signatures, decisions, quarantined rows
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+# Steps that only add tables. A catalog that cannot be written (read-only media) and lacks them gets them as empty
+# temporary tables of its connection instead: what they would hold anyway, since nothing of this version wrote them.
+_TABLE_ONLY_STEPS = {1: SCHEMA_2}
+
+
+def _as_temporary(script: str) -> str:
+    # A temporary table cannot reference a table of the main database; nothing writes to these ones anyway.
+    script = script.replace("CREATE TABLE", "CREATE TEMP TABLE")
+    return re.sub(r"\s+REFERENCES \w+ \(\w+\)( ON DELETE CASCADE)?", "", script)
 
 
 def _climb_from_nothing(connection: sqlite3.Connection) -> None:
@@ -108,6 +120,7 @@ class NewImage:
     width: int
     height: int
     vector: np.ndarray
+    signature: StoredSignature | None = None  # older callers and reused rows without one store none
 
 
 def sound_vectors(vectors: np.ndarray, row_bytes: int) -> np.ndarray:
@@ -135,7 +148,7 @@ def decode_path(raw: bytes) -> str:
     return bytes(raw).decode(_FS_ENCODING, _FS_ERRORS)
 
 
-class Catalog:
+class Catalog(DuplicateTables):
     """A connection to one collection's SQLite catalog."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
@@ -175,6 +188,9 @@ class Catalog:
             raise SchemaVersionError(
                 f"{self.path} was written by a newer lookalike (schema {version}); upgrade lookalike"
             )
+        if version < SCHEMA_VERSION and not os.access(self.path.parent, os.W_OK):
+            self._stand_in_for_steps(version)
+            return
         while version < SCHEMA_VERSION:
             with self.transaction():
                 current = self._schema_version()  # another process may have climbed this step meanwhile
@@ -182,6 +198,16 @@ class Catalog:
                     MIGRATIONS[version](self.connection)
                     self.connection.execute(f"PRAGMA user_version = {version + 1}")
             version = self._schema_version()
+
+    def _stand_in_for_steps(self, version: int) -> None:
+        """Give a catalog on read-only media the tables of the steps it lacks, empty and for this connection only."""
+        for step in range(version, SCHEMA_VERSION):
+            if step not in _TABLE_ONLY_STEPS:
+                raise SchemaVersionError(
+                    f"{self.path} has schema {version} and cannot be written here: open it once where it can be "
+                    "written, so it is brought up to date"
+                )
+            _run_script(self.connection, _as_temporary(_TABLE_ONLY_STEPS[step]))
 
     def _schema_version(self) -> int:
         return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
@@ -349,6 +375,8 @@ class Catalog:
                     "INSERT INTO embeddings (image_id, vector) VALUES (?, ?)",
                     (image_id, np.ascontiguousarray(image.vector, dtype=np.float32).tobytes()),
                 )
+                if image.signature is not None:
+                    self._insert_signature(image_id, image.signature)
                 ids.append(image_id)
         return ids
 

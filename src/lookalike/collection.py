@@ -30,6 +30,8 @@ from .settings import IndexState, Settings, read_settings, store_settings
 from .storage import FolderLock
 
 if TYPE_CHECKING:
+    from .duplicates import DuplicateGroup
+    from .quarantine import Plan, Step
     from .tune import TuneResult
 
 
@@ -199,6 +201,7 @@ class Collection:
                 max_megapixels=self.max_megapixels,
             )
             report = ingester.run(root)
+            self._remember_root(os.path.abspath(root))
             if kind:
                 plan = self.store.planned(kind, None, options or {})
                 self._index = self.store.rebuild(plan, index_kind=kind, index_options=options or {})
@@ -257,6 +260,11 @@ class Collection:
                 self.store.write_manifest()
             result = result.as_stored()
         return result
+
+    def _remember_root(self, root: str) -> None:
+        roots = self.settings.scanned_roots
+        if root not in roots:
+            store_settings(self.catalog, scanned_roots=[*roots, root])
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -428,6 +436,50 @@ class Collection:
         if not record.file_unchanged():
             raise NotIndexedError(f"the file of image {image_id} changed since it was indexed; index it again")
         return record
+
+    # --- duplicates ---------------------------------------------------------------
+
+    def duplicates(
+        self,
+        tier: str = "near",
+        threshold: float | None = None,
+        reference: Sequence[str | os.PathLike] = (),
+        linkage: str = "star",
+    ) -> list[DuplicateGroup]:
+        """Duplicate groups of the collection up to `tier` ("identical", "same-image" or "near"), from the stored
+        embeddings and signatures (no decoding, no model), respecting the stored decisions (see dedupe.py)."""
+        from .dedupe import group_collection
+
+        identity = self.settings.embedder_id or self.embedder_spec.name
+        return group_collection(self.catalog, identity, tier, threshold, [os.fspath(r) for r in reference], linkage)
+
+    def decide(self, kind: str, ids: Sequence[int]) -> int:
+        """Store a review decision ("not-duplicates" or "keep-all") over indexed images; later groupings respect
+        it. It is stored by content hash, so it survives a re-index or a move."""
+        from .dedupe import record_decision
+
+        self._check_writable()
+        return record_decision(self.catalog, kind, ids)
+
+    def plan_duplicate_action(
+        self, action: str, groups: Sequence[DuplicateGroup] = (), folder: str | os.PathLike | None = None
+    ) -> Plan:
+        """What an action would do, changing nothing: "move" the groups' non-keepers into the quarantine
+        `folder`, "hardlink" identical copies to their keeper, or "undo" an earlier move into `folder`."""
+        from .dedupe import plan_action
+
+        return plan_action(action, groups, folder, self.settings.scanned_roots)
+
+    def apply_duplicate_action(self, plan: Plan) -> list[Step]:
+        """Carry out a plan from `plan_duplicate_action`; the catalog follows every file it moves or links."""
+        from .dedupe import apply_action
+
+        self._check_writable()
+        with self._lock.hold():
+            try:
+                return apply_action(self.catalog, plan)
+            finally:
+                self._index = None  # moved files leave the results; restored ones come back on the next load
 
     # --- reporting -------------------------------------------------------------
 

@@ -121,6 +121,19 @@ THRESHOLDS: dict[str, TierThresholds] = {
         near_correlation=0.90,
         near_cosine_unsigned=0.90,
     ),
+    # Set by hand, not measured: the model-free colour layout only exercises pipelines (tests, demos), and a
+    # colour layout is close for any two pictures of one palette, so only very close ones are linked.
+    "colour-layout": TierThresholds(
+        same_image_cosine=0.99,
+        same_image_signature=2.5,
+        resized_cosine=0.99,
+        resized_signature=8.0,
+        same_image_cosine_unsigned=0.995,
+        near_cosine=0.999,
+        near_pixel_cosine=0.97,
+        near_correlation=0.90,
+        near_cosine_unsigned=0.98,
+    ),
 }
 
 

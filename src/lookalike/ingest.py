@@ -23,15 +23,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .catalog import Catalog, NewImage
+from .catalog_duplicates import StoredSignature
 from .embedders import Embedder
 from .errors import ImageDecodeError
 from .files import FileEntry, scan_images
 from .images import DecodedImage, decode_file, default_max_megapixels
 from .scan_queue import ScanQueue
+from .signatures import SIGNATURE_SIDE, compute_signature, count_metadata_fields, estimate_jpeg_quality
 
 SCAN_CHUNK = 1000
 INLINE_LIMIT = 8  # below this many files, decoding threads cost more than they save
 READ_AHEAD = 8  # decoded images waiting per worker: bounds memory whatever the folder's size
+# A JPEG's quantization tables sit before its first scan, after the EXIF and ICC segments (64 KiB each at most),
+# and a PNG's text chunks usually before its image data: this many header bytes hold them in practice, and
+# reading them again right after decoding costs a page-cache read.
+HEADER_BYTES = 256 * 1024
 
 
 @dataclass
@@ -204,7 +210,9 @@ class Ingester:
         vector = self.catalog.embedding(matches[0].id)
         if vector is None:
             return False
-        self.catalog.add_indexed([_new_image(entry, decoded, vector)])
+        # A byte copy has the same pixels: its signature is the stored one (or new, if the collection predates them).
+        signature = self.catalog.signatures([matches[0].id]).get(matches[0].id) or signature_of(entry.path, decoded)
+        self.catalog.add_indexed([_new_image(entry, decoded, vector, signature)])
         self.report.reused += 1
         return True
 
@@ -214,7 +222,12 @@ class Ingester:
         if self._embedder is None:
             self._embedder = self.load_embedder()
         vectors = self._embedder.embed(np.stack([item.decoded.pixels for item in batch]))
-        self.catalog.add_indexed([_new_image(item.entry, item.decoded, v) for item, v in zip(batch, vectors)])
+        self.catalog.add_indexed(
+            [
+                _new_image(item.entry, item.decoded, vector, signature_of(item.entry.path, item.decoded))
+                for item, vector in zip(batch, vectors)
+            ]
+        )
         self.report.embedded += len(batch)
 
     def _skip(self, entry: FileEntry, reason: str) -> None:
@@ -223,8 +236,34 @@ class Ingester:
         self.on_skip(entry.path, reason)
 
 
-def _new_image(entry: FileEntry, decoded: DecodedImage, vector: np.ndarray) -> NewImage:
-    return NewImage(entry.path, entry.size, entry.mtime_ns, decoded.content_hash, decoded.width, decoded.height, vector)
+def _new_image(
+    entry: FileEntry, decoded: DecodedImage, vector: np.ndarray, signature: StoredSignature | None
+) -> NewImage:
+    return NewImage(
+        entry.path, entry.size, entry.mtime_ns, decoded.content_hash, decoded.width, decoded.height, vector, signature
+    )
+
+
+def signature_of(path: str, decoded: DecodedImage) -> StoredSignature | None:
+    """The pixel signature of a decoded image (from the model's pixels: no second decode) and its JPEG quality.
+
+    None when the model's input is not a multiple of the signature's side (no such embedder ships today).
+    """
+    height, width = decoded.pixels.shape[:2]
+    if height % SIGNATURE_SIDE or width % SIGNATURE_SIDE:
+        return None
+    quality, fields = header_facts(path)
+    return StoredSignature(compute_signature(decoded.pixels), quality, fields)
+
+
+def header_facts(path: str) -> tuple[int | None, int]:
+    """The JPEG quality (None if not a JPEG) and metadata field count of the file at `path`, from its header."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(HEADER_BYTES)
+    except OSError:
+        return None, 0
+    return estimate_jpeg_quality(head), count_metadata_fields(head)
 
 
 def decode_entry(path: str, input_size: int, max_megapixels: float | None = None) -> DecodedImage | ImageDecodeError:

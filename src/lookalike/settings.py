@@ -63,6 +63,7 @@ class Settings:
     index_trained_count: int = 0  # vectors in the collection when the current plan was built
     search_defaults: dict[str, int] = field(default_factory=dict)  # {"nprobe": n} or {"efSearch": n}, from tune
     search_tuning: dict[str, Any] | None = None  # what the last tune measured
+    scanned_roots: list[str] = field(default_factory=list)  # folders indexed into it (duplicate moves avoid them)
 
     @property
     def created(self) -> bool:
@@ -91,6 +92,7 @@ _CODECS: dict[str, tuple[str, Callable[[Any], str], Callable[[str], Any]]] = {
     "index_trained_count": ("index_trained_count", str, int),
     "search_defaults": ("search_defaults", *_json_codec(dict)),
     "search_tuning": ("search_tuning", *_json_codec(dict)),
+    "scanned_roots": ("scanned_roots", *_json_codec(list)),
 }
 
 

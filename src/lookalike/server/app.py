@@ -1,6 +1,7 @@
 """The web app: `create_app(collection_dir)` returns the ASGI app over one collection folder.
 
-The app never writes to the folder; another process may update it while it serves (see
+The app never writes to the folder, except review decisions on duplicates into the catalog (it never moves or
+deletes a file); another process may update it while it serves (see
 lookalike.snapshot): each response comes from one whole index, and the next requests use the new
 one once it is saved.
 """

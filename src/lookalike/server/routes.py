@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path as FilePath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ..render import printable
 from ..search import MAX_ID, MAX_K
+from .duplicates import DuplicateService
 from .errors import JSON
 from .service import SearchService
 from .uploads import (
@@ -106,6 +108,39 @@ def install_routes(app: FastAPI, service: SearchService, max_upload_bytes: int) 
         return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers=_PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    duplicates = DuplicateService(service.live)
+
+    @app.get("/api/duplicates", summary="Duplicate groups of the collection, paged")
+    async def duplicate_groups(
+        tier: Annotated[Literal["identical", "same-image", "near"], Query(description="The loosest tier.")] = "near",
+        threshold: Annotated[float | None, Query(ge=-1.0, le=1.0, description="Cosine floor of that tier.")] = None,
+        offset: Annotated[int, Query(ge=0, description="Groups to skip.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_GROUPS_PAGE, description="Groups to return.")] = 50,
+    ) -> JSON:
+        """`{"total", "groups": [{"tier", "keep": {"id", "path"}, "members": [{"id", "path", "similarity"}]}]}`,
+        the groups of `lookalike duplicates --json` in the same order (computed once per state of the collection)."""
+        return JSON(await run_in_threadpool(duplicates.page, tier, threshold, offset, limit))
+
+    @app.post("/api/duplicates/decisions", summary="Store a review decision over some images")
+    async def duplicate_decision(decision: DecisionRequest) -> JSON:
+        """Mark images "not-duplicates" (never grouped together again) or "keep-all" (their group is not reported).
+        Needs `"confirm": true`. Only the catalog changes: the server never moves or deletes a file."""
+        number = await run_in_threadpool(duplicates.decide, decision.kind, decision.ids, decision.confirm)
+        return JSON({"decision": number, "kind": decision.kind, "ids": sorted(set(decision.ids))})
+
+    @app.get("/duplicates", include_in_schema=False)
+    async def duplicates_page() -> FileResponse:
+        return FileResponse(WEB_DIR / "duplicates.html", media_type="text/html", headers=_PAGE_HEADERS)
+
+
+MAX_GROUPS_PAGE = 1000
+
+
+class DecisionRequest(BaseModel):
+    kind: Literal["not-duplicates", "keep-all"]
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=2, max_length=10_000)
+    confirm: bool = False
 
 
 _PAGE_HEADERS = {
