@@ -14,76 +14,22 @@ ingest keeps every batch it committed.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import catalog_file
-from .catalog_duplicates import SCHEMA_2, DuplicateTables, StoredSignature
-from .errors import CatalogWriteError, CollectionNotFoundError, CorruptCatalogError, NotIndexedError, SchemaVersionError
+from .catalog_duplicates import DuplicateTables, StoredSignature
+from .catalog_schema import MIGRATIONS, SCHEMA_VERSION, TABLE_ONLY_STEPS, as_temporary, climb_from_nothing, run_script
+from .errors import CollectionNotFoundError, CorruptCatalogError, NotIndexedError, SchemaVersionError
 
 CATALOG_FILE = "catalog.sqlite"
 IMAGE_COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, error"
-
-# Version 1: images, embeddings, tombstones, meta.
-_SCHEMA_1 = """
-CREATE TABLE images (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    path BLOB NOT NULL UNIQUE,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    content_hash TEXT,
-    width INTEGER,
-    height INTEGER,
-    status TEXT NOT NULL CHECK (status IN ('indexed', 'skipped')),
-    error TEXT
-);
-CREATE INDEX images_by_hash ON images (content_hash);
-CREATE TABLE embeddings (
-    image_id INTEGER PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
-    vector BLOB NOT NULL
-);
-CREATE TABLE tombstones (id INTEGER PRIMARY KEY);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-
-def _run_script(connection: sqlite3.Connection, script: str) -> None:
-    # executescript would COMMIT the migration's transaction; run the statements one by one inside it.
-    for statement in script.strip().split(";"):
-        if statement.strip():
-            connection.execute(statement)
-
-
-# The schema ladder: MIGRATIONS[n] brings a catalog from version n to n + 1 (PRAGMA user_version). A new table
-# or column is a new step appended here; catalogs of every earlier version climb the steps they lack on open.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    lambda connection: _run_script(connection, _SCHEMA_1),
-    lambda connection: _run_script(connection, SCHEMA_2),  # signatures, decisions, quarantined rows
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-# Steps that only add tables. A catalog that cannot be written (read-only media) and lacks them gets them as empty
-# temporary tables of its connection instead: what they would hold anyway, since nothing of this version wrote them.
-_TABLE_ONLY_STEPS = {1: SCHEMA_2}
-
-
-def _as_temporary(script: str) -> str:
-    # A temporary table cannot reference a table of the main database; nothing writes to these ones anyway.
-    script = script.replace("CREATE TABLE", "CREATE TEMP TABLE")
-    return re.sub(r"\s+REFERENCES \w+ \(\w+\)( ON DELETE CASCADE)?", "", script)
-
-
-def _climb_from_nothing(connection: sqlite3.Connection) -> None:
-    """Give a new catalog file every step of the ladder."""
-    for version, step in enumerate(MIGRATIONS):
-        step(connection)
-        connection.execute(f"PRAGMA user_version = {version + 1}")
 
 
 @dataclass(frozen=True)
@@ -163,7 +109,7 @@ class Catalog(DuplicateTables):
         if not path.is_file():
             if not create:
                 raise CollectionNotFoundError(f"no lookalike collection in {folder}")
-            catalog_file.create(path, _climb_from_nothing)
+            catalog_file.create(path, climb_from_nothing)
         catalog = cls(catalog_file.connect(path), path)
         try:
             catalog._migrate()
@@ -202,19 +148,19 @@ class Catalog(DuplicateTables):
     def _stand_in_for_steps(self, version: int) -> None:
         """Give a catalog on read-only media the tables of the steps it lacks, empty and for this connection only."""
         for step in range(version, SCHEMA_VERSION):
-            if step not in _TABLE_ONLY_STEPS:
+            if step not in TABLE_ONLY_STEPS:
                 raise SchemaVersionError(
                     f"{self.path} has schema {version} and cannot be written here: open it once where it can be "
                     "written, so it is brought up to date"
                 )
-            _run_script(self.connection, _as_temporary(_TABLE_ONLY_STEPS[step]))
+            run_script(self.connection, as_temporary(TABLE_ONLY_STEPS[step]))
 
     def _schema_version(self) -> int:
         return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
 
-    def transaction(self) -> _Transaction:
+    def transaction(self) -> catalog_file.Transaction:
         """A context manager: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
-        return _Transaction(self.connection, self.path)
+        return catalog_file.Transaction(self.connection, self.path)
 
     # --- metadata -------------------------------------------------------------
 
@@ -446,48 +392,6 @@ class Catalog(DuplicateTables):
         while rows := self.connection.execute(query, (after, batch_size)).fetchall():
             yield rows
             after = rows[-1][0]
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT; on any error ROLLBACK, and SQLite write failures become CatalogWriteError."""
-
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
-        self.connection = connection
-        self.path = path
-        self.outermost = False
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.outermost = not self.connection.in_transaction
-        if self.outermost:
-            try:
-                self.connection.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as error:
-                raise self._failure(error) from None
-        return self.connection
-
-    def __exit__(self, kind: object, value: object, traceback: object) -> None:
-        if not self.outermost:
-            return
-        if kind is None:
-            try:
-                self.connection.execute("COMMIT")
-                return
-            except sqlite3.Error as error:
-                self._rollback()
-                raise self._failure(error) from None
-        self._rollback()
-        if isinstance(value, sqlite3.OperationalError):
-            raise self._failure(value) from None
-
-    def _rollback(self) -> None:
-        if self.connection.in_transaction:
-            self.connection.execute("ROLLBACK")
-
-    def _failure(self, error: sqlite3.Error) -> CatalogWriteError:
-        return CatalogWriteError(
-            f"cannot write the catalog {self.path}: {error}; everything committed before is kept "
-            "(free disk space or fix permissions, then run the same command again)"
-        )
 
 
 def record_from_row(row: tuple) -> ImageRecord:

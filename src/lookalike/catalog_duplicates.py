@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .catalog import _Transaction
+    from .catalog_file import Transaction
 
 DECISION_KINDS = ("not-duplicates", "keep-all")
 
@@ -88,7 +88,7 @@ class DuplicateTables:
 
     connection: Any  # sqlite3.Connection, set by Catalog
 
-    def transaction(self) -> _Transaction:  # pragma: no cover - provided by Catalog
+    def transaction(self) -> Transaction:  # pragma: no cover - provided by Catalog
         raise NotImplementedError
 
     def _select_by_ids(self, query: str, ids: Iterable[int]) -> Iterator[tuple]:  # pragma: no cover

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .errors import CorruptCatalogError, StorageError
+from .errors import CatalogWriteError, CorruptCatalogError, StorageError
 
 _CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
 
@@ -141,3 +141,45 @@ def create(path: Path, initialise: Callable[[sqlite3.Connection], None]) -> None
     finally:
         with contextlib.suppress(OSError):
             scratch.unlink()
+
+
+class Transaction:
+    """BEGIN IMMEDIATE ... COMMIT; on any error ROLLBACK, and SQLite write failures become CatalogWriteError."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self.connection = connection
+        self.path = path
+        self.outermost = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.outermost = not self.connection.in_transaction
+        if self.outermost:
+            try:
+                self.connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                raise self._failure(error) from None
+        return self.connection
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        if not self.outermost:
+            return
+        if kind is None:
+            try:
+                self.connection.execute("COMMIT")
+                return
+            except sqlite3.Error as error:
+                self._rollback()
+                raise self._failure(error) from None
+        self._rollback()
+        if isinstance(value, sqlite3.OperationalError):
+            raise self._failure(value) from None
+
+    def _rollback(self) -> None:
+        if self.connection.in_transaction:
+            self.connection.execute("ROLLBACK")
+
+    def _failure(self, error: sqlite3.Error) -> CatalogWriteError:
+        return CatalogWriteError(
+            f"cannot write the catalog {self.path}: {error}; everything committed before is kept "
+            "(free disk space or fix permissions, then run the same command again)"
+        )

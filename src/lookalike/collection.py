@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .catalog import Catalog, ImageRecord
+from .collection_duplicates import DuplicateFinding
 from .embedders import DEFAULT_EMBEDDER, Embedder, EmbedderSpec, get_embedder_spec, load_embedder
 from .errors import BusyError, EmbedderMismatchError, ImageDecodeError, InvalidArgumentError, NotIndexedError
 from .images import decode_bytes, decode_file
@@ -30,12 +31,10 @@ from .settings import IndexState, Settings, read_settings, store_settings
 from .storage import FolderLock
 
 if TYPE_CHECKING:
-    from .duplicates import DuplicateGroup
-    from .quarantine import Plan, Step
     from .tune import TuneResult
 
 
-class Collection:
+class Collection(DuplicateFinding):
     """A collection folder opened for searching and (unless read-only) updating."""
 
     def __init__(
@@ -436,50 +435,6 @@ class Collection:
         if not record.file_unchanged():
             raise NotIndexedError(f"the file of image {image_id} changed since it was indexed; index it again")
         return record
-
-    # --- duplicates ---------------------------------------------------------------
-
-    def duplicates(
-        self,
-        tier: str = "near",
-        threshold: float | None = None,
-        reference: Sequence[str | os.PathLike] = (),
-        linkage: str = "star",
-    ) -> list[DuplicateGroup]:
-        """Duplicate groups of the collection up to `tier` ("identical", "same-image" or "near"), from the stored
-        embeddings and signatures (no decoding, no model), respecting the stored decisions (see dedupe.py)."""
-        from .dedupe import group_collection
-
-        identity = self.settings.embedder_id or self.embedder_spec.name
-        return group_collection(self.catalog, identity, tier, threshold, [os.fspath(r) for r in reference], linkage)
-
-    def decide(self, kind: str, ids: Sequence[int]) -> int:
-        """Store a review decision ("not-duplicates" or "keep-all") over indexed images; later groupings respect
-        it. It is stored by content hash, so it survives a re-index or a move."""
-        from .dedupe import record_decision
-
-        self._check_writable()
-        return record_decision(self.catalog, kind, ids)
-
-    def plan_duplicate_action(
-        self, action: str, groups: Sequence[DuplicateGroup] = (), folder: str | os.PathLike | None = None
-    ) -> Plan:
-        """What an action would do, changing nothing: "move" the groups' non-keepers into the quarantine
-        `folder`, "hardlink" identical copies to their keeper, or "undo" an earlier move into `folder`."""
-        from .dedupe import plan_action
-
-        return plan_action(action, groups, folder, self.settings.scanned_roots)
-
-    def apply_duplicate_action(self, plan: Plan) -> list[Step]:
-        """Carry out a plan from `plan_duplicate_action`; the catalog follows every file it moves or links."""
-        from .dedupe import apply_action
-
-        self._check_writable()
-        with self._lock.hold():
-            try:
-                return apply_action(self.catalog, plan)
-            finally:
-                self._index = None  # moved files leave the results; restored ones come back on the next load
 
     # --- reporting -------------------------------------------------------------
 

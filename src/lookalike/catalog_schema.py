@@ -1,0 +1,67 @@
+"""The catalog's schema ladder: each version's tables, and the step from every version to the next.
+
+MIGRATIONS[n] brings a catalog from version n to n + 1 (PRAGMA user_version). A new table or column is a new
+step appended here; catalogs of every earlier version climb the steps they lack when they are opened.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+
+from .catalog_duplicates import SCHEMA_2
+
+# Version 1: images, embeddings, tombstones, meta.
+_SCHEMA_1 = """
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    content_hash TEXT,
+    width INTEGER,
+    height INTEGER,
+    status TEXT NOT NULL CHECK (status IN ('indexed', 'skipped')),
+    error TEXT
+);
+CREATE INDEX images_by_hash ON images (content_hash);
+CREATE TABLE embeddings (
+    image_id INTEGER PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
+    vector BLOB NOT NULL
+);
+CREATE TABLE tombstones (id INTEGER PRIMARY KEY);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def run_script(connection: sqlite3.Connection, script: str) -> None:
+    # executescript would COMMIT the migration's transaction; run the statements one by one inside it.
+    for statement in script.strip().split(";"):
+        if statement.strip():
+            connection.execute(statement)
+
+
+# The schema ladder: MIGRATIONS[n] brings a catalog from version n to n + 1 (PRAGMA user_version). A new table
+# or column is a new step appended here; catalogs of every earlier version climb the steps they lack on open.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    lambda connection: run_script(connection, _SCHEMA_1),
+    lambda connection: run_script(connection, SCHEMA_2),  # signatures, decisions, quarantined rows
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+# Steps that only add tables. A catalog that cannot be written (read-only media) and lacks them gets them as empty
+# temporary tables of its connection instead: what they would hold anyway, since nothing of this version wrote them.
+TABLE_ONLY_STEPS = {1: SCHEMA_2}
+
+
+def as_temporary(script: str) -> str:
+    # A temporary table cannot reference a table of the main database; nothing writes to these ones anyway.
+    script = script.replace("CREATE TABLE", "CREATE TEMP TABLE")
+    return re.sub(r"\s+REFERENCES \w+ \(\w+\)( ON DELETE CASCADE)?", "", script)
+
+
+def climb_from_nothing(connection: sqlite3.Connection) -> None:
+    """Give a new catalog file every step of the ladder."""
+    for version, step in enumerate(MIGRATIONS):
+        step(connection)
+        connection.execute(f"PRAGMA user_version = {version + 1}")
