@@ -25,7 +25,18 @@ from .index_store import IndexStore, Notice
 from .info import CollectionInfo, describe
 from .ingest import Ingester, IngestReport, ProgressCallback, SkipCallback
 from .planner import IndexPlan, plan_index
-from .search import MAX_K, Query, QueryResult, Stage, check_ids, check_k, fuse_views, hits_from_rows, run_stages
+from .search import (
+    MAX_K,
+    Query,
+    QueryResult,
+    Stage,
+    check_ids,
+    check_k,
+    check_mode,
+    fuse_views,
+    hits_from_rows,
+    run_stages,
+)
 from .settings import IndexState, Settings, read_settings, store_settings
 from .storage import FolderLock
 
@@ -306,45 +317,96 @@ class Collection:
         nprobe: int | None = None,
         ef_search: int | None = None,
         on_error: Callable[[str, str], None] | None = None,
+        mode: str = "accurate",
     ) -> list[QueryResult]:
-        """Search with image files; files already in the catalog (unchanged) reuse their stored embedding.
+        """Search with image files.
 
-        A query that cannot be read raises ImageDecodeError, unless `on_error(query, reason)` is given: then it
-        is reported there, its result carries the reason in `error`, and the other queries are answered.
+        `mode="accurate"` (see copy_search.py) embeds several views of each query, verifies the first candidates
+        and gives every hit a copy score; `mode="fast"` embeds the whole picture once, and files already in the
+        catalog (unchanged) reuse their stored embedding. A query that cannot be read raises ImageDecodeError,
+        unless `on_error(query, reason)` is given: then it is reported there, its result carries the reason in
+        `error`, and the other queries are answered.
         """
         check_k(k)
+        accurate = check_mode(mode)
         labels = [os.fspath(q) for q in queries]
-        vectors = np.zeros((len(labels), self.dim), dtype=np.float32)
-        query_ids: list[int | None] = [None] * len(labels)
+        if not accurate:
+            return self._search_files(labels, k, nprobe, ef_search, on_error, accurate)
+        from .copy_search import QUERY_CHUNK
+
+        results: list[QueryResult] = []
+        for start in range(0, len(labels), QUERY_CHUNK):  # bounded memory: each query holds its picture
+            results += self._search_files(labels[start : start + QUERY_CHUNK], k, nprobe, ef_search, on_error, accurate)
+        return results
+
+    def _search_files(
+        self,
+        labels: list[str],
+        k: int,
+        nprobe: int | None,
+        ef_search: int | None,
+        on_error: Callable[[str, str], None] | None,
+        accurate: bool,
+    ) -> list[QueryResult]:
+        """Read and embed each file query, then search the readable ones in one batch."""
+        prepared: dict[int, Query] = {}
         errors: dict[int, str] = {}
         for row, label in enumerate(labels):
-            record = self._indexed_record_for_file(label)
-            vector = self.catalog.embedding(record.id) if record is not None else None
-            if record is None or vector is None:
-                try:
-                    if not os.path.isfile(label):
-                        raise ImageDecodeError(label, "not a file")
-                    pixels = decode_file(label, self.embedder().input_size, max_megapixels=self.max_megapixels).pixels
-                except ImageDecodeError as error:
-                    if on_error is None:
-                        raise
-                    on_error(label, error.reason)
-                    errors[row] = error.reason
-                    continue
-                vectors[row] = self.embedder().embed(pixels[None])[0]
-            else:
-                vectors[row], query_ids[row] = vector, record.id
-        readable = [row for row in range(len(labels)) if row not in errors]
-        found = [Query(labels[row], vectors[row : row + 1], labels[row], query_ids[row]) for row in readable]
-        answered = dict(zip(readable, self.search_queries(found, k, nprobe, ef_search)))
+            try:
+                prepared[row] = self._file_query(label, accurate)
+            except ImageDecodeError as error:
+                if on_error is None:
+                    raise
+                on_error(label, error.reason)
+                errors[row] = error.reason
+        readable = sorted(prepared)
+        found = [prepared[row] for row in readable]
+        answered = dict(zip(readable, self._search_prepared(found, k, nprobe, ef_search, accurate)))
         return [answered.get(row) or QueryResult(labels[row], error=errors[row]) for row in range(len(labels))]
 
+    def _file_query(self, label: str, accurate: bool) -> Query:
+        """One file as a query: its stored embedding (fast, indexed and unchanged), its views, or its whole picture."""
+        record = self._indexed_record_for_file(label)
+        if not accurate and record is not None:
+            vector = self.catalog.embedding(record.id)
+            if vector is not None:
+                return Query(label, np.asarray(vector, dtype=np.float32)[None], label, record.id)
+        if not os.path.isfile(label):
+            raise ImageDecodeError(label, "not a file")
+        if accurate:
+            from .copy_search import open_query_file, view_query
+
+            picture = open_query_file(label, self.max_megapixels)
+            return view_query(picture, label, label, self.embedder(), record.id if record is not None else None)
+        pixels = decode_file(label, self.embedder().input_size, max_megapixels=self.max_megapixels).pixels
+        return Query(label, self.embedder().embed(pixels[None]), label)
+
+    def _search_prepared(
+        self, queries: list[Query], k: int, nprobe: int | None, ef_search: int | None, accurate: bool
+    ) -> list[QueryResult]:
+        if not accurate:
+            return self.search_queries(queries, k, nprobe, ef_search)
+        from .copy_search import search_accurately
+
+        return search_accurately(self, queries, k, nprobe, ef_search)
+
     def search_image_bytes(
-        self, data: bytes, name: str = "upload", k: int = 10, nprobe: int | None = None, ef_search: int | None = None
+        self,
+        data: bytes,
+        name: str = "upload",
+        k: int = 10,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        mode: str = "accurate",
     ) -> QueryResult:
-        """Search with an image given as bytes (an upload)."""
+        """Search with an image given as bytes (an upload), in either mode (see `search`)."""
         check_k(k)
-        return self.search_queries([Query(name, self.embed_image_bytes(data, name), data)], k, nprobe, ef_search)[0]
+        if not check_mode(mode):
+            return self.search_queries([Query(name, self.embed_image_bytes(data, name), data)], k, nprobe, ef_search)[0]
+        from .copy_search import open_query_bytes, view_query
+
+        query = view_query(open_query_bytes(data, name, self.max_megapixels), name, data, self.embedder())
+        return self._search_prepared([query], k, nprobe, ef_search, True)[0]
 
     def embed_image_bytes(self, data: bytes, name: str = "upload") -> np.ndarray:
         """The embedding of an image given as bytes, as a (1, dim) array (ImageDecodeError if it is none)."""
@@ -376,9 +438,17 @@ class Collection:
         return self.search_queries(queries, k, nprobe, ef_search)
 
     def search_queries(
-        self, queries: Sequence[Query], k: int = 10, nprobe: int | None = None, ef_search: int | None = None
+        self,
+        queries: Sequence[Query],
+        k: int = 10,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        extra_stages: Sequence[Stage] = (),
     ) -> list[QueryResult]:
-        """Search with queries of one or more views each, in one index batch; then the stages, per query."""
+        """Search with queries of one or more views each, in one index batch; then the stages, per query.
+
+        `extra_stages` run before the collection's own `stages`, for this call only.
+        """
         check_k(k)
         defaults, tombstones = self._search_settings()
         if len(queries) == 1:  # the common case, kept cheap: one query, usually one view
@@ -394,7 +464,7 @@ class Collection:
         )
         if len(stacked) != len(queries):
             scores, ids = fuse_views(scores, ids, [len(query.vectors) for query in queries], k)
-        stages = self.stages
+        stages = [*extra_stages, *self.stages]
         results = []
         for query, hits in zip(queries, hits_from_rows(self.catalog, scores, ids)):
             if stages:
