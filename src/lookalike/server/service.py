@@ -57,13 +57,18 @@ class SearchService:
 
     # --- operations (blocking: call them in a worker thread) -----------------------
 
-    def search_upload(self, data: bytes, name: str, k: int, nprobe: int | None, ef: int | None) -> list[dict[str, Any]]:
-        """Decode, embed and search with an uploaded image, in the embedding thread."""
-        return self._embed_pool.submit(self._search_upload, data, name, k, nprobe, ef).result()
+    def search_upload(
+        self, data: bytes, name: str, k: int, nprobe: int | None, ef: int | None, fast: bool = False
+    ) -> list[dict[str, Any]]:
+        """Decode, embed and search with an uploaded image, in the embedding thread (accurate unless `fast`)."""
+        return self._embed_pool.submit(self._search_upload, data, name, k, nprobe, ef, fast).result()
 
-    def _search_upload(self, data: bytes, name: str, k: int, nprobe: int | None, ef: int | None) -> list[dict]:
+    def _search_upload(
+        self, data: bytes, name: str, k: int, nprobe: int | None, ef: int | None, fast: bool
+    ) -> list[dict]:
+        mode = "fast" if fast else "accurate"
         with self.live.reading(embedding=True) as collection:
-            return collection.search_image_bytes(data, name, k, nprobe, ef).to_dict()["results"]
+            return collection.search_image_bytes(data, name, k, nprobe, ef, mode=mode).to_dict()["results"]
 
     def search_id(self, image_id: int, k: int, nprobe: int | None, ef: int | None) -> tuple[str, list[dict]]:
         """Search with an indexed image's stored embedding; (its path, results)."""
