@@ -172,7 +172,8 @@ def render_html(results: Sequence[QueryResult], size: int = THUMB) -> str:
     for result in results:
         figures = [_figure(result.query, "query", "query", size)]
         for rank, hit in enumerate(result.hits, 1):
-            figures.append(_figure(hit.path, f"#{rank} · {hit.score:.3f}", "", size))
+            label = f"#{rank} · {hit.score:.3f}" + (" · copy" if hit.copy else "")
+            figures.append(_figure(hit.path, label, "", size))
         blocks.append(f"<h2>{html.escape(printable(result.query))}</h2><div class='row'>{''.join(figures)}</div>")
     return _PAGE.format(size=size, body="\n".join(blocks))
 
