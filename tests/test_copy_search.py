@@ -189,3 +189,9 @@ def test_the_cli_explains_and_marks_copies(copies_index: Path, edited: dict[str,
         # The query's thumbnail fills its 176 px cell from (8, 8); the tile's left side runs at x = 8 + 2/3 of 175.
         outline = drawn.convert("RGB").getpixel((8 + round(175 * 2 / 3), 8 + 88))
     assert outline == (230, 60, 40)
+
+
+def test_explain_with_fast_is_refused(copies_index: Path, edited: dict[str, Path]) -> None:
+    args = ["search", str(edited["turn"]), "--index", str(copies_index), "--fast", "--explain"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "leave out --fast" in result.output

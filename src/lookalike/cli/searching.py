@@ -56,6 +56,8 @@ def search(
 
     if not queries and not ids:
         fail("give at least one query image, or --id N")
+    if explain and fast:
+        fail("--explain shows what the accurate search found: leave out --fast")
     failed: list[str] = []
 
     def report(query: str, reason: str) -> None:
