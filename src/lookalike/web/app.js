@@ -227,11 +227,16 @@
     open.setAttribute("aria-label", "Open the original of " + name);
     meta.append(badge, score);
     if (typeof hit.copy_score === "number") {
-      const copy = document.createElement("span");
-      copy.className = "copy" + (hit.copy ? " is-copy" : "");
-      copy.textContent = hit.copy ? "copy" : "not a copy";
-      copy.title = "copy score " + hit.copy_score.toFixed(2) + " (a copy from 0.50)";
-      meta.append(copy);
+      const copyScore = "copy score " + hit.copy_score.toFixed(2) + " (a copy from 0.50)";
+      score.title += "; " + copyScore;
+      if (hit.copy) {
+        // Look-alikes already sit under their own heading: only copies need a badge.
+        const copy = document.createElement("span");
+        copy.className = "copy";
+        copy.textContent = "copy";
+        copy.title = copyScore;
+        meta.append(copy);
+      }
     }
     meta.append(open);
 
