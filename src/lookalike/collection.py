@@ -374,9 +374,9 @@ class Collection:
         if not os.path.isfile(label):
             raise ImageDecodeError(label, "not a file")
         if accurate:
-            from .copy_search import open_query_file, view_query
+            from .copy_search import open_picture_file, view_query
 
-            picture = open_query_file(label, self.max_megapixels)
+            picture = open_picture_file(label, self.max_megapixels)
             return view_query(picture, label, label, self.embedder(), record.id if record is not None else None)
         pixels = decode_file(label, self.embedder().input_size, max_megapixels=self.max_megapixels).pixels
         return Query(label, self.embedder().embed(pixels[None]), label)
@@ -403,9 +403,9 @@ class Collection:
         check_k(k)
         if not check_mode(mode):
             return self.search_queries([Query(name, self.embed_image_bytes(data, name), data)], k, nprobe, ef_search)[0]
-        from .copy_search import open_query_bytes, view_query
+        from .copy_search import open_picture_bytes, view_query
 
-        query = view_query(open_query_bytes(data, name, self.max_megapixels), name, data, self.embedder())
+        query = view_query(open_picture_bytes(data, name, self.max_megapixels), name, data, self.embedder())
         return self._search_prepared([query], k, nprobe, ef_search, True)[0]
 
     def embed_image_bytes(self, data: bytes, name: str = "upload") -> np.ndarray:

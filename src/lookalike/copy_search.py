@@ -58,13 +58,13 @@ class ViewedQuery(Query):
     boxes: tuple[Box, ...] = ()
 
 
-def open_query_file(path: str, max_megapixels: float | None = None) -> Image.Image:
-    """A query file decoded for the accurate search (ImageDecodeError when it is not a readable image)."""
+def open_picture_file(path: str, max_megapixels: float | None = None) -> Image.Image:
+    """A query or candidate file decoded with enough pixels for views and local features (else ImageDecodeError)."""
     return open_image_file(path, min_size=DECODE_SIDE, max_megapixels=max_megapixels)
 
 
-def open_query_bytes(data: bytes, name: str, max_megapixels: float | None = None) -> Image.Image:
-    """An uploaded query decoded for the accurate search."""
+def open_picture_bytes(data: bytes, name: str, max_megapixels: float | None = None) -> Image.Image:
+    """An uploaded query decoded as `open_picture_file` decodes a file."""
     return open_image(data, name, min_size=DECODE_SIDE, max_megapixels=max_megapixels)
 
 
@@ -138,15 +138,15 @@ class VerifyShortlist:
         if isinstance(query, ViewedQuery) and query.picture is not None:
             return query.picture
         if isinstance(query.source, bytes):
-            return open_query_bytes(query.source, query.label, self.max_megapixels)
+            return open_picture_bytes(query.source, query.label, self.max_megapixels)
         if isinstance(query.source, str):
-            return open_query_file(query.source, self.max_megapixels)
+            return open_picture_file(query.source, self.max_megapixels)
         return None
 
     def _candidate_features(self, hits: list[Hit]) -> Callable[[int], LocalFeatures | None]:
         def features(position: int) -> LocalFeatures | None:
             try:
-                return extract_features(open_query_file(hits[position].path, self.max_megapixels))
+                return extract_features(open_picture_file(hits[position].path, self.max_megapixels))
             except (ImageDecodeError, OSError):
                 return None  # moved or damaged since it was indexed: it stays unverified
 
@@ -198,8 +198,8 @@ __all__ = [
     "SHORTLIST",
     "VerifyShortlist",
     "ViewedQuery",
-    "open_query_bytes",
-    "open_query_file",
+    "open_picture_bytes",
+    "open_picture_file",
     "search_accurately",
     "view_query",
 ]
