@@ -20,6 +20,7 @@ def test_the_public_names_are_pinned() -> None:
         "Collection",
         "CollectionInfo",
         "CollectionNotFoundError",
+        "CorruptCatalogError",
         "CorruptError",
         "CorruptIndexError",
         "DEFAULT_EMBEDDER",

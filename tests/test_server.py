@@ -553,3 +553,13 @@ def test_a_client_that_goes_away_mid_upload_gets_one_log_line(
         anyio.run(app, scope, receive, send)
     assert sent[0]["status"] == 400
     assert [r.getMessage() for r in caplog.records] == ["a client went away during its upload"]
+
+
+def test_an_app_serves_again_after_its_server_restarts(built_index: Path) -> None:
+    """Each server start and stop runs the app's lifespan; the embedding thread and index come back."""
+    app = create_app(built_index)
+    query = jpeg_bytes(TRANSFORMS["colour"](sample_photo("coffee")))
+    for _ in range(2):
+        with TestClient(app, base_url=BASE) as client:
+            response = upload(client, query, k="1")
+            assert response.status_code == 200 and Path(response.json()["results"][0]["path"]).stem == "coffee"

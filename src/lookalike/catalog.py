@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,18 @@ class NewImage:
     width: int
     height: int
     vector: np.ndarray
+
+
+def sound_vectors(vectors: np.ndarray, row_bytes: int) -> np.ndarray:
+    """Which rows look like what an embedder stores: finite, and unit length (or all zeros, for a blank image).
+
+    A flipped bit in a stored vector almost always breaks one of these; such a row must not be ranked.
+    """
+    if vectors.size == 0 or row_bytes % 4:
+        return np.zeros(len(vectors), dtype=bool)
+    with np.errstate(all="ignore"):
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    return np.isfinite(norms) & ((np.abs(norms - 1.0) < 1e-3) | (norms == 0.0))
 
 
 def encode_path(path: str) -> bytes:
@@ -251,9 +264,17 @@ class Catalog:
     # --- embeddings ------------------------------------------------------------
 
     def embedding(self, image_id: int) -> np.ndarray | None:
-        """The stored vector of one image."""
+        """The stored vector of one image (CorruptCatalogError if its bytes are damaged)."""
         row = self.connection.execute("SELECT vector FROM embeddings WHERE image_id = ?", (image_id,)).fetchone()
-        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+        if row is None:
+            return None
+        vector = np.frombuffer(row[0], dtype=np.float32).copy()
+        if not sound_vectors(vector[None], len(row[0]))[0]:
+            raise CorruptCatalogError(
+                f"the stored embedding of image {image_id} in {self.path} is damaged: repair the collection, "
+                "or index its folder again"
+            )
+        return vector
 
     def require_embedding(self, image_id: int) -> np.ndarray:
         """The stored vector of an image that has one (NotIndexedError otherwise)."""
@@ -266,8 +287,18 @@ class Catalog:
         """Yield (ids int64, vectors float32) in id order, `batch_size` rows at a time, streaming."""
         query = "SELECT image_id, vector FROM embeddings WHERE image_id > ? ORDER BY image_id LIMIT ?"
         for rows in self.pages(query, after_id, batch_size):
+            # Damaged rows (wrong length, not unit length) are left out: a damaged vector is never ranked.
+            lengths = Counter(len(row[1]) for row in rows)
+            size = lengths.most_common(1)[0][0]
+            if len(lengths) > 1:
+                rows = [row for row in rows if len(row[1]) == size]
             ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-            yield ids, np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+            vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+            sound = sound_vectors(vectors, size)
+            if sound.all():
+                yield ids, vectors
+            elif sound.any():
+                yield ids[sound], vectors[sound]
 
     def sample_embeddings(self, count: int, seed: int = 1338) -> np.ndarray:
         """Up to `count` stored vectors picked at random (for training an index)."""
@@ -346,6 +377,18 @@ class Catalog:
             for image_id in ids:
                 self._delete_id(image_id)
         return len(ids)
+
+    def queue_for_reembedding(self, ids: Iterable[int], reason: str) -> None:
+        """Drop these images' stored vectors and mark their rows so that the next scan embeds them again."""
+        with self.transaction():
+            for image_id in ids:
+                had_vector = self.connection.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,)).rowcount
+                # size -1 matches no file: the next scan sees the file as changed and embeds it.
+                self.connection.execute(
+                    "UPDATE images SET status = 'skipped', error = ?, size = -1 WHERE id = ?", (reason, image_id)
+                )
+                if had_vector:
+                    self.connection.execute("INSERT OR IGNORE INTO tombstones (id) VALUES (?)", (image_id,))
 
     def _delete_path(self, path: str) -> None:
         row = self.connection.execute("SELECT id FROM images WHERE path = ?", (encode_path(path),)).fetchone()

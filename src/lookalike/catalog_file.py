@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .errors import CorruptCatalogError, StorageError
 
@@ -90,11 +91,16 @@ def connect(path: Path) -> CatalogConnection:
         raise CorruptCatalogError(
             f"the catalog {path} is empty: restore it from a backup, or index the photos again into a new folder"
         )
+    writable = os.access(path.parent, os.W_OK)  # False on a read-only mount, for root too
+    # On read-only media SQLite cannot make the WAL's shared-memory file: open the file as it is, immutable.
+    target = str(path) if writable else f"file:{quote(os.fsencode(path))}?mode=ro&immutable=1"
     connection = sqlite3.connect(
-        path, timeout=30.0, isolation_level=None, check_same_thread=False, factory=CatalogConnection
+        target, timeout=30.0, isolation_level=None, check_same_thread=False, factory=CatalogConnection, uri=not writable
     )
     connection.path = path
     try:
+        if not writable:
+            return connection
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA foreign_keys=ON")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -318,6 +319,9 @@ def _open(
             raise ImageDecodeError(path, "not enough memory to decode this image") from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise ImageDecodeError(path, f"corrupt or truncated image data ({error})") from None
+        except (IndexError, KeyError, TypeError, ArithmeticError, struct.error) as error:
+            # Pillow's parsers index and unpack what the file says: damaged files also surface as these.
+            raise ImageDecodeError(path, f"corrupt image data ({type(error).__name__}: {error})") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .collection import Collection
 from .embedders import Embedder
-from .errors import CorruptIndexError, LookalikeError
+from .errors import CorruptIndexError
 from .index import use_one_search_thread
 from .settings import IndexState, read_settings
 
@@ -137,9 +137,9 @@ class LiveCollection:
 
     def _acquire(self) -> Snapshot:
         with self._swap_lock:
+            if self._current.closed:  # closed at a shutdown: an app that starts again opens it again
+                self._current = Snapshot(self.folder, self.device)
             snapshot = self._current
-            if snapshot.closed:
-                raise LookalikeError("the collection was closed")
             snapshot.users += 1
             return snapshot
 
@@ -235,7 +235,7 @@ class LiveCollection:
         return self._embedder
 
     def close(self) -> None:
-        """Close the current snapshot (at shutdown)."""
+        """Close the current snapshot (at shutdown); a later reader opens a fresh one."""
         with self._reload_lock, self._swap_lock:
             snapshot = self._current
             if snapshot.closed:

@@ -121,7 +121,14 @@ class FolderLock:
             finally:
                 self._depth -= 1
             return
-        with open(self.folder / LOCK_FILE, "a") as handle:
+        try:
+            handle = open(self.folder / LOCK_FILE, "a")  # noqa: SIM115 - closed below, after the lock
+        except OSError as error:
+            if required:
+                raise StorageError(f"cannot update {self.folder}: {error.strerror or error}") from None
+            yield False  # a read-only folder: nobody can write it, so there is nothing to wait for
+            return
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -27,6 +27,7 @@ if _main_thread:
 
 import click  # noqa: E402
 
+from .checking import check  # noqa: E402
 from .common import INTERRUPTED, interrupted_import  # noqa: E402
 from .indexing import index, reindex  # noqa: E402
 from .searching import demo, info, models, search  # noqa: E402
@@ -56,7 +57,7 @@ def main() -> None:
     """Find the photos that look like this one."""
 
 
-for command in (index, reindex, search, info, models, demo, serve, tune, plan):
+for command in (index, reindex, search, info, models, demo, serve, tune, plan, check):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -17,7 +17,16 @@ from .common import fail, index_option, max_megapixels_option, run
     help="Require 'Authorization: Bearer T' (or ?token=T) on every /api call; also from $LOOKALIKE_TOKEN.",
 )
 @max_megapixels_option
-def serve(index_dir: str, host: str, port: int, token: str | None, max_megapixels: float | None) -> None:
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Connections served at once; more are answered 503 (keeps a small server alive under a flood).",
+)
+def serve(
+    index_dir: str, host: str, port: int, token: str | None, max_megapixels: float | None, max_connections: int
+) -> None:
     """Serve the web page and the HTTP API for an index (http://HOST:PORT/, API docs at /docs)."""
     import importlib.util
 
@@ -44,4 +53,7 @@ def serve(index_dir: str, host: str, port: int, token: str | None, max_megapixel
     shown = f"[{bare_host}]" if ":" in bare_host else bare_host
     suffix = "?token=<your token>" if token else ""
     click.echo(f"serving {index_dir} at http://{shown}:{port}/{suffix} (API docs at /docs); Ctrl-C stops", err=True)
-    uvicorn.run(app, host=bare_host, port=port, log_level="warning")
+    # Idle keep-alive connections are closed after 5 s; an upload that stalls 10 s is answered 408 (see uploads.py).
+    uvicorn.run(
+        app, host=bare_host, port=port, log_level="warning", limit_concurrency=max_connections, timeout_keep_alive=5
+    )

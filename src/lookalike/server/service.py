@@ -37,7 +37,8 @@ class SearchService:
     ) -> None:
         # Uploads decode one at a time (one embedding thread), so each may use the memory available.
         self.live = LiveCollection(folder, device, reload_check_seconds, True, max_megapixels)
-        self._embed_pool = ThreadPoolExecutor(1, "lookalike-embed", initializer=_background_priority)
+        self._embed_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self.thumbs = ThumbCache(THUMB_CACHE_BYTES)
 
     @property
@@ -48,11 +49,14 @@ class SearchService:
         """Load the index and the embedder now rather than on the first request."""
         with self.live.reading():
             pass
-        self._embed_pool.submit(self.live.embedder).result()
+        self._embedding_thread().submit(self.live.embedder).result()
 
     def close(self) -> None:
-        """Stop the embedding thread and close the collection (at shutdown)."""
-        self._embed_pool.shutdown(wait=True)
+        """Stop the embedding thread and close the collection (at shutdown; a later request opens them again)."""
+        with self._pool_lock:
+            pool, self._embed_pool = self._embed_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self.live.close()
 
     # --- operations (blocking: call them in a worker thread) -----------------------
@@ -61,7 +65,14 @@ class SearchService:
         self, data: bytes, name: str, k: int, nprobe: int | None, ef: int | None, fast: bool = False
     ) -> list[dict[str, Any]]:
         """Decode, embed and search with an uploaded image, in the embedding thread (accurate unless `fast`)."""
-        return self._embed_pool.submit(self._search_upload, data, name, k, nprobe, ef, fast).result()
+        return self._embedding_thread().submit(self._search_upload, data, name, k, nprobe, ef, fast).result()
+
+    def _embedding_thread(self) -> ThreadPoolExecutor:
+        """The one thread uploads are embedded in, started on first use (and again after a shutdown)."""
+        with self._pool_lock:
+            if self._embed_pool is None:
+                self._embed_pool = ThreadPoolExecutor(1, "lookalike-embed", initializer=_background_priority)
+            return self._embed_pool
 
     def _search_upload(
         self, data: bytes, name: str, k: int, nprobe: int | None, ef: int | None, fast: bool
