@@ -117,7 +117,7 @@ def test_the_evidence_says_which_view_found_the_hit_and_what_verified_it(
     assert tile.hits[0].evidence is not None and tile.hits[0].evidence.view == "grid3"
     assert tile.hits[0].evidence.box == pytest.approx((2 / 3, 1 / 3, 1.0, 2 / 3), abs=1e-3)  # the tile of slot 5
     evidence = paste.hits[0].evidence
-    assert evidence is not None and evidence.inliers >= 30 and not evidence.mirrored
+    assert evidence is not None and evidence.verified and evidence.inliers >= 30 and not evidence.mirrored
     assert evidence.region is not None  # inside the pasted photo: x 300..720 of 900, y 150..470 of 700
     left, top, right, bottom = evidence.region
     assert left >= 0.32 and top >= 0.2 and right <= 0.81 and bottom <= 0.68 and right - left > 0.2
@@ -182,7 +182,7 @@ def test_the_cli_explains_and_marks_copies(copies_index: Path, edited: dict[str,
     lines = result.output.splitlines()
     rank, score, mark, copy_score, _, path = lines[1].split()
     assert (rank, mark, Path(path).stem) == ("1", "copy", "coffee") and float(copy_score) >= 0.5
-    assert lines[2].strip().startswith("view grid3 (x 0.67-1.00, y 0.33-0.67 of the query);")
+    assert lines[2].strip().startswith("view grid3 (x 0.67-1.00, y 0.33-0.67 of the query); ")
     second = lines[3].split()
     assert second[2] == "-" and float(second[3]) < 0.5
     with Image.open(sheet) as drawn:
@@ -195,3 +195,13 @@ def test_explain_with_fast_is_refused(copies_index: Path, edited: dict[str, Path
     args = ["search", str(edited["turn"]), "--index", str(copies_index), "--fast", "--explain"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "leave out --fast" in result.output
+
+
+def test_the_explanation_of_a_verified_hit_gives_its_inliers(collection: Collection, edited: dict[str, Path]) -> None:
+    from lookalike.render import render_table
+
+    [result] = collection.search([edited["pasted"]], k=1)
+    evidence = result.hits[0].evidence
+    assert evidence is not None
+    line = render_table([result], explain=True).splitlines()[2].strip()
+    assert line.startswith(f"view {evidence.view} (") and line.endswith(f"; verified: {evidence.inliers} inliers")

@@ -172,7 +172,7 @@ class VerifyShortlist:
             ),
             size,
         )
-        return Evidence(kind, box, check.inliers, check.mirrored, region)
+        return Evidence(kind, box, check.inliers, check.mirrored, region, verified=True)
 
     def _closest_view(self, query: Query, hit: Hit) -> int:
         """The view of the query whose vector is nearest the hit's stored embedding (the one fusion kept)."""

@@ -64,10 +64,13 @@ def explain_hit(evidence: Evidence) -> str:
     """One line: the query view closest to the hit, where it lies, and the verified matches."""
     left, top, right, bottom = evidence.box
     where = f"x {left:.2f}-{right:.2f}, y {top:.2f}-{bottom:.2f} of the query"
-    if evidence.inliers == 0:
-        verified = "no verified matches"
+    mirrored = ", the query mirrored" if evidence.mirrored else ""
+    if evidence.verified:
+        verified = f"verified: {evidence.inliers} inliers{mirrored}"
+    elif evidence.inliers:
+        verified = f"not verified ({evidence.inliers} inliers, as chance gives{mirrored})"
     else:
-        verified = f"{evidence.inliers} inliers" + (" with the query mirrored" if evidence.mirrored else "")
+        verified = "not verified"
     return f"view {evidence.view} ({where}); {verified}"
 
 

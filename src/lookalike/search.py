@@ -56,9 +56,10 @@ class Evidence:
 
     view: str  # the kind of the query view closest to the hit (whole, turn90, mirror, grid3, rect, ...)
     box: Fraction  # where that view lies in the query
-    inliers: int  # verified local matches (0 when not verified or not reached)
+    inliers: int  # local matches consistent with one homography (0 when the hit was not in the shortlist)
     mirrored: bool  # the matches hold between the query's mirror and the hit
-    region: Fraction | None = None  # the part of the query the verified matches cover, when verified
+    region: Fraction | None = None  # the part of the query the inliers cover, when verified
+    verified: bool = False  # enough inliers to call the match geometric, not chance (see verify.py)
 
 
 @dataclass(frozen=True)
