@@ -18,13 +18,14 @@ import numpy as np
 
 from .catalog import Catalog, ImageRecord
 from .embedders import DEFAULT_EMBEDDER, Embedder, EmbedderSpec, get_embedder_spec, load_embedder
-from .errors import BusyError, EmbedderMismatchError, ImageDecodeError, InvalidArgumentError, NotIndexedError
-from .images import decode_bytes, decode_file
+from .errors import BusyError, EmbedderMismatchError, InvalidArgumentError, NotIndexedError
+from .images import decode_bytes
 from .index import VectorIndex
 from .index_store import IndexStore, Notice
 from .info import CollectionInfo, describe
 from .ingest import Ingester, IngestReport, ProgressCallback, SkipCallback
 from .planner import IndexPlan, plan_index
+from .query_files import search_files
 from .search import (
     MAX_K,
     Query,
@@ -328,67 +329,8 @@ class Collection:
         `error`, and the other queries are answered.
         """
         check_k(k)
-        accurate = check_mode(mode)
         labels = [os.fspath(q) for q in queries]
-        if not accurate:
-            return self._search_files(labels, k, nprobe, ef_search, on_error, accurate)
-        from .copy_search import QUERY_CHUNK
-
-        results: list[QueryResult] = []
-        for start in range(0, len(labels), QUERY_CHUNK):  # bounded memory: each query holds its picture
-            results += self._search_files(labels[start : start + QUERY_CHUNK], k, nprobe, ef_search, on_error, accurate)
-        return results
-
-    def _search_files(
-        self,
-        labels: list[str],
-        k: int,
-        nprobe: int | None,
-        ef_search: int | None,
-        on_error: Callable[[str, str], None] | None,
-        accurate: bool,
-    ) -> list[QueryResult]:
-        """Read and embed each file query, then search the readable ones in one batch."""
-        prepared: dict[int, Query] = {}
-        errors: dict[int, str] = {}
-        for row, label in enumerate(labels):
-            try:
-                prepared[row] = self._file_query(label, accurate)
-            except ImageDecodeError as error:
-                if on_error is None:
-                    raise
-                on_error(label, error.reason)
-                errors[row] = error.reason
-        readable = sorted(prepared)
-        found = [prepared[row] for row in readable]
-        answered = dict(zip(readable, self._search_prepared(found, k, nprobe, ef_search, accurate)))
-        return [answered.get(row) or QueryResult(labels[row], error=errors[row]) for row in range(len(labels))]
-
-    def _file_query(self, label: str, accurate: bool) -> Query:
-        """One file as a query: its stored embedding (fast, indexed and unchanged), its views, or its whole picture."""
-        record = self._indexed_record_for_file(label)
-        if not accurate and record is not None:
-            vector = self.catalog.embedding(record.id)
-            if vector is not None:
-                return Query(label, np.asarray(vector, dtype=np.float32)[None], label, record.id)
-        if not os.path.isfile(label):
-            raise ImageDecodeError(label, "not a file")
-        if accurate:
-            from .copy_search import open_picture_file, view_query
-
-            picture = open_picture_file(label, self.max_megapixels)
-            return view_query(picture, label, label, self.embedder(), record.id if record is not None else None)
-        pixels = decode_file(label, self.embedder().input_size, max_megapixels=self.max_megapixels).pixels
-        return Query(label, self.embedder().embed(pixels[None]), label)
-
-    def _search_prepared(
-        self, queries: list[Query], k: int, nprobe: int | None, ef_search: int | None, accurate: bool
-    ) -> list[QueryResult]:
-        if not accurate:
-            return self.search_queries(queries, k, nprobe, ef_search)
-        from .copy_search import search_accurately
-
-        return search_accurately(self, queries, k, nprobe, ef_search)
+        return search_files(self, labels, k, nprobe, ef_search, on_error, check_mode(mode))
 
     def search_image_bytes(
         self,
@@ -403,10 +345,10 @@ class Collection:
         check_k(k)
         if not check_mode(mode):
             return self.search_queries([Query(name, self.embed_image_bytes(data, name), data)], k, nprobe, ef_search)[0]
-        from .copy_search import open_picture_bytes, view_query
+        from .copy_search import open_picture_bytes, search_accurately, view_query
 
         query = view_query(open_picture_bytes(data, name, self.max_megapixels), name, data, self.embedder())
-        return self._search_prepared([query], k, nprobe, ef_search, True)[0]
+        return search_accurately(self, [query], k, nprobe, ef_search)[0]
 
     def embed_image_bytes(self, data: bytes, name: str = "upload") -> np.ndarray:
         """The embedding of an image given as bytes, as a (1, dim) array (ImageDecodeError if it is none)."""
@@ -478,13 +420,6 @@ class Collection:
         if self._search_cache is None or self._search_cache[0] != marker:
             self._search_cache = (marker, self.settings.search_defaults, self.catalog.tombstones())
         return self._search_cache[1], self._search_cache[2]
-
-    def _indexed_record_for_file(self, path: str) -> ImageRecord | None:
-        """The catalog row of the file at `path` if it is indexed and unchanged since (same size and mtime)."""
-        record = self.catalog.image_by_path(os.path.abspath(path))
-        if record is None or record.status != "indexed" or not record.file_unchanged():
-            return None
-        return record
 
     # --- images ------------------------------------------------------------------
 
