@@ -157,7 +157,7 @@ def baseline(collection, queries) -> tuple[list, list[float]]:
     rankings, seconds = [], []
     for query in queries:
         started = time.perf_counter()
-        result = collection.search([query.path], k=K)[0]
+        result = collection.search([query.path], k=K, mode="fast")[0]
         seconds.append(time.perf_counter() - started)
         rankings.append([(h.path, h.score) for h in result.hits])
     return rankings, seconds
@@ -225,7 +225,7 @@ def one_search(index: str, query_path: str, shortlist: int, fast: bool = False) 
     """The full pipeline for one query, as the library's default search would run it (`fast`: today's search)."""
     with lookalike.Collection.open(index) as collection:
         if fast:
-            return [(h.path, h.score) for h in collection.search([query_path], k=10)[0].hits]
+            return [(h.path, h.score) for h in collection.search([query_path], k=10, mode="fast")[0].hits]
         embedder = load_embedder()
         picture = Image.open(query_path).convert("RGB")
         views = propose_views(picture, embedder.input_size)

@@ -145,7 +145,7 @@ def build_vector_collection(folder: Path, files: list[Path], count: int) -> Path
 
 def query_latency(index: Path, query: Path, runs: int = 9) -> tuple[float, float]:
     """(p50, max) seconds of `lookalike search QUERY --index INDEX` in a new process each time."""
-    command = [sys.executable, "-m", "lookalike.cli", "search", str(query), "--index", str(index), "-k", "10"]
+    command = [sys.executable, "-m", "lookalike.cli", "search", str(query), "--index", str(index), "-k", "10", "--fast"]
     subprocess.run(command, check=True, capture_output=True)  # warm the page cache and the ONNX export
     times = []
     for _ in range(runs):

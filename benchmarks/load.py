@@ -209,7 +209,9 @@ def client_loop(
                 else:
                     data = payloads[rng.randrange(len(payloads))]
                     response = client.post(
-                        "/api/search", files={"image": ("query.jpg", data, "image/jpeg")}, data={"k": str(k)}
+                        "/api/search",
+                        files={"image": ("query.jpg", data, "image/jpeg")},
+                        data={"k": str(k), "fast": "true"},
                     )
                 elapsed = time.perf_counter() - started
                 if response.status_code == 200 and len(response.json()["results"]) == k:

@@ -32,7 +32,7 @@ def test_index_then_search_json_contract(tmp_path: Path, originals: Path) -> Non
     assert built.returncode == 0, built.stderr
     assert "14 embedded" in built.stdout and "index: Flat" in built.stdout
     query = make_query(tmp_path / "q", "coffee")
-    found = lookalike("search", str(query), str(query), "--index", str(index), "-k", "3", "--json")
+    found = lookalike("search", str(query), str(query), "--index", str(index), "-k", "3", "--json", "--fast")
     assert found.returncode == 0, found.stderr
     results = json.loads(found.stdout)
     assert [r["query"] for r in results] == [str(query), str(query)]

@@ -38,7 +38,7 @@ def _stem(path: str) -> str:
 def test_every_copy_finds_its_original_first(index_copy: Path, copies: dict[Path, str], kind: str) -> None:
     with Collection.open(index_copy) as collection:
         collection.reindex(kind)
-        results = collection.search(list(copies), k=3)
+        results = collection.search(list(copies), k=3, mode="fast")
     misses = [
         (r.query, [_stem(h.path) for h in r.hits]) for r in results if _stem(r.hits[0].path) != copies[Path(r.query)]
     ]
@@ -47,7 +47,7 @@ def test_every_copy_finds_its_original_first(index_copy: Path, copies: dict[Path
 
 def test_scores_are_cosine_similarities_best_first(built_index: Path, copies: dict[Path, str]) -> None:
     with Collection.open(built_index) as collection:
-        result = collection.search([next(iter(copies))], k=5)[0]
+        result = collection.search([next(iter(copies))], k=5, mode="fast")[0]
     scores = [hit.score for hit in result.hits]
     assert scores == sorted(scores, reverse=True)
     assert all(-1.0 <= s <= 1.0 + 1e-5 for s in scores)
@@ -57,7 +57,7 @@ def test_scores_are_cosine_similarities_best_first(built_index: Path, copies: di
 def test_searching_with_an_indexed_file_reuses_its_embedding(built_index: Path, originals: Path) -> None:
     photo = next(originals.rglob("chelsea.*"))
     with Collection.open(built_index) as collection:
-        by_path = collection.search([photo], k=3)[0]
+        by_path = collection.search([photo], k=3, mode="fast")[0]
         by_id = collection.search_ids([by_path.query_id], k=3)[0]
         assert collection._embedder is None  # the model was never loaded
     assert by_path.query_id is not None
@@ -69,8 +69,8 @@ def test_searching_with_an_indexed_file_reuses_its_embedding(built_index: Path, 
 def test_many_queries_run_as_one_batch_in_order(built_index: Path, copies: dict[Path, str]) -> None:
     queries = list(copies)[:9]
     with Collection.open(built_index) as collection:
-        batch = collection.search(queries, k=2)
-        single = [collection.search([q], k=2)[0] for q in queries]
+        batch = collection.search(queries, k=2, mode="fast")
+        single = [collection.search([q], k=2, mode="fast")[0] for q in queries]
     assert [r.query for r in batch] == [str(q) for q in queries]
     assert [[h.id for h in r.hits] for r in batch] == [[h.id for h in r.hits] for r in single]
 

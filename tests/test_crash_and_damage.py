@@ -60,7 +60,7 @@ def sound(index: Path) -> None:
 def all_results(index: Path, photos: Path) -> list[list[str]]:
     """The hit paths of a search with every photo, as the CLI prints them."""
     queries = sorted(str(p) for p in photos.iterdir())
-    result = lookalike("search", *queries, "--index", str(index), "--json", "-k", "5")
+    result = lookalike("search", *queries, "--index", str(index), "--json", "-k", "5", "--fast")
     assert result.returncode == 0, result.stderr
     return [[hit["path"] for hit in answer["results"]] for answer in json.loads(result.stdout)]
 
@@ -158,7 +158,7 @@ def test_every_damaged_file_ends_in_a_right_answer_a_rebuild_or_one_line(
         shutil.copy(other / name, index / name)
     else:
         DAMAGES[damage](index / name)
-    for command in (["info"], ["search", str(photos / "p00.jpg"), "--json", "-k", "5"], ["check"]):
+    for command in (["info"], ["search", str(photos / "p00.jpg"), "--json", "-k", "5", "--fast"], ["check"]):
         result = lookalike(*command, "--index", str(index))
         assert "Traceback" not in result.stderr, (command, result.stderr)
         if result.returncode != 0:

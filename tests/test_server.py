@@ -57,7 +57,8 @@ def ids_by_stem(index: Path) -> dict[str, int]:
     ("photo", "transform"), [("chelsea", "crop"), ("coffee", "colour"), ("rocket", "jpeg20"), ("astronaut", "flip")]
 )
 def test_an_uploaded_copy_finds_its_original_first(client: TestClient, photo: str, transform: str) -> None:
-    response = upload(client, jpeg_bytes(TRANSFORMS[transform](sample_photo(photo))), f"{photo}-{transform}.jpg", k="5")
+    data = jpeg_bytes(TRANSFORMS[transform](sample_photo(photo)))
+    response = upload(client, data, f"{photo}-{transform}.jpg", k="5", fast="true")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
@@ -69,6 +70,20 @@ def test_an_uploaded_copy_finds_its_original_first(client: TestClient, photo: st
     scores = [hit["score"] for hit in results]
     assert scores == sorted(scores, reverse=True) and scores[0] > 0.6 > scores[-1]
     assert isinstance(body["took_ms"], float) and body["took_ms"] > 0
+
+
+def test_an_upload_is_searched_accurately_unless_fast(client: TestClient) -> None:
+    data = jpeg_bytes(sample_photo("rocket").transpose(Image.Transpose.ROTATE_90))
+    accurate = upload(client, data, k="3")
+    fast = upload(client, data, k="3", fast="true")
+    assert accurate.status_code == 200 and fast.status_code == 200
+    hits = accurate.json()["results"]
+    assert [sorted(hit) for hit in hits] == [["copy", "copy_score", "id", "path", "score"]] * 3
+    assert Path(hits[0]["path"]).stem == "rocket" and hits[0]["copy"] is True and hits[0]["copy_score"] >= 0.5
+    assert [hit["copy"] for hit in hits[1:]] == [False, False]
+    assert [sorted(hit) for hit in fast.json()["results"]] == [["id", "path", "score"]] * 3
+    refused = upload(client, data, fast="maybe")
+    assert refused.status_code == 422 and refused.json() == {"error": "fast: must be true or false, not 'maybe'"}
 
 
 def test_upload_accepts_search_knobs_and_defaults_to_ten(client: TestClient) -> None:

@@ -209,7 +209,7 @@ class Catalog(DuplicateTables):
         wanted = [int(i) for i in ids]
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            yield from self.connection.execute(query.format(marks=",".join("?" * len(chunk))), chunk)
+            yield from self.connection.execute(query.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
 
     def indexed_with_hash(self, content_hash: str) -> list[ImageRecord]:
         """Indexed rows whose file content has this hash."""

@@ -44,28 +44,38 @@ class _Cursor(sqlite3.Cursor):
 
     path: Path
 
-    def _call(self, method: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return method(*args)
-        except sqlite3.DatabaseError as error:
-            if _is_damage(error):
-                raise damage(self.path, error) from None
-            raise
+    def _translated(self, error: sqlite3.DatabaseError) -> Exception:
+        return damage(self.path, error) if _is_damage(error) else error
 
     def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
-        return self._call(super().execute, sql, parameters)
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.DatabaseError as error:
+            raise self._translated(error) from None
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> _Cursor:
-        return self._call(super().executemany, sql, parameters)
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.DatabaseError as error:
+            raise self._translated(error) from None
 
     def fetchone(self) -> Any:
-        return self._call(super().fetchone)
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as error:
+            raise self._translated(error) from None
 
     def fetchall(self) -> list[Any]:
-        return self._call(super().fetchall)
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as error:
+            raise self._translated(error) from None
 
     def __next__(self) -> Any:
-        return self._call(super().__next__)
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as error:
+            raise self._translated(error) from None
 
 
 class CatalogConnection(sqlite3.Connection):

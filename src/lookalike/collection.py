@@ -10,7 +10,6 @@ picks up what that process committed.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,15 +17,19 @@ import numpy as np
 
 from .catalog import Catalog, ImageRecord
 from .collection_duplicates import DuplicateFinding
+from .collection_search import Searching
 from .embedders import DEFAULT_EMBEDDER, Embedder, EmbedderSpec, get_embedder_spec, load_embedder
-from .errors import BusyError, EmbedderMismatchError, ImageDecodeError, InvalidArgumentError, NotIndexedError
-from .images import decode_bytes, decode_file
+from .errors import BusyError, EmbedderMismatchError, InvalidArgumentError, NotIndexedError
 from .index import VectorIndex
 from .index_store import IndexStore, Notice
 from .info import CollectionInfo, describe
 from .ingest import Ingester, IngestReport, ProgressCallback, SkipCallback
 from .planner import IndexPlan, plan_index
-from .search import MAX_K, Query, QueryResult, Stage, check_ids, check_k, fuse_views, hits_from_rows, run_stages
+from .search import (
+    MAX_K,
+    Stage,
+    check_ids,
+)
 from .settings import IndexState, Settings, read_settings, store_settings
 from .storage import FolderLock
 
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
     from .tune import TuneResult
 
 
-class Collection(DuplicateFinding):
+class Collection(Searching, DuplicateFinding):
     """A collection folder opened for searching and (unless read-only) updating."""
 
     def __init__(
@@ -303,125 +306,6 @@ class Collection(DuplicateFinding):
         self._index = None
         self.index()
         return True
-
-    # --- searching -------------------------------------------------------------
-
-    def search(
-        self,
-        queries: Sequence[str | os.PathLike],
-        k: int = 10,
-        nprobe: int | None = None,
-        ef_search: int | None = None,
-        on_error: Callable[[str, str], None] | None = None,
-    ) -> list[QueryResult]:
-        """Search with image files; files already in the catalog (unchanged) reuse their stored embedding.
-
-        A query that cannot be read raises ImageDecodeError, unless `on_error(query, reason)` is given: then it
-        is reported there, its result carries the reason in `error`, and the other queries are answered.
-        """
-        check_k(k)
-        labels = [os.fspath(q) for q in queries]
-        vectors = np.zeros((len(labels), self.dim), dtype=np.float32)
-        query_ids: list[int | None] = [None] * len(labels)
-        errors: dict[int, str] = {}
-        for row, label in enumerate(labels):
-            record = self._indexed_record_for_file(label)
-            vector = self.catalog.embedding(record.id) if record is not None else None
-            if record is None or vector is None:
-                try:
-                    if not os.path.isfile(label):
-                        raise ImageDecodeError(label, "not a file")
-                    pixels = decode_file(label, self.embedder().input_size, max_megapixels=self.max_megapixels).pixels
-                except ImageDecodeError as error:
-                    if on_error is None:
-                        raise
-                    on_error(label, error.reason)
-                    errors[row] = error.reason
-                    continue
-                vectors[row] = self.embedder().embed(pixels[None])[0]
-            else:
-                vectors[row], query_ids[row] = vector, record.id
-        readable = [row for row in range(len(labels)) if row not in errors]
-        found = [Query(labels[row], vectors[row : row + 1], labels[row], query_ids[row]) for row in readable]
-        answered = dict(zip(readable, self.search_queries(found, k, nprobe, ef_search)))
-        return [answered.get(row) or QueryResult(labels[row], error=errors[row]) for row in range(len(labels))]
-
-    def search_image_bytes(
-        self, data: bytes, name: str = "upload", k: int = 10, nprobe: int | None = None, ef_search: int | None = None
-    ) -> QueryResult:
-        """Search with an image given as bytes (an upload)."""
-        check_k(k)
-        return self.search_queries([Query(name, self.embed_image_bytes(data, name), data)], k, nprobe, ef_search)[0]
-
-    def embed_image_bytes(self, data: bytes, name: str = "upload") -> np.ndarray:
-        """The embedding of an image given as bytes, as a (1, dim) array (ImageDecodeError if it is none)."""
-        embedder = self.embedder()
-        return embedder.embed(decode_bytes(data, name, embedder.input_size, self.max_megapixels).pixels[None])
-
-    def search_ids(
-        self, ids: Sequence[int], k: int = 10, nprobe: int | None = None, ef_search: int | None = None
-    ) -> list[QueryResult]:
-        """Search with images already in the collection, by catalog id, without re-embedding."""
-        check_k(k)
-        records = self.catalog.images_by_id(check_ids(ids))
-        vectors = [self.catalog.require_embedding(int(image_id)) for image_id in ids]
-        labels = [records[int(i)].path for i in ids]
-        return self.search_vectors(np.stack(vectors), labels, k, nprobe, ef_search, [int(i) for i in ids])
-
-    def search_vectors(
-        self,
-        vectors: np.ndarray,
-        labels: Sequence[str],
-        k: int = 10,
-        nprobe: int | None = None,
-        ef_search: int | None = None,
-        query_ids: Sequence[int | None] | None = None,
-    ) -> list[QueryResult]:
-        """Search with embeddings (one row per query) in one batch."""
-        query_ids = query_ids or [None] * len(labels)
-        queries = [Query(label, vectors[row : row + 1], None, query_ids[row]) for row, label in enumerate(labels)]
-        return self.search_queries(queries, k, nprobe, ef_search)
-
-    def search_queries(
-        self, queries: Sequence[Query], k: int = 10, nprobe: int | None = None, ef_search: int | None = None
-    ) -> list[QueryResult]:
-        """Search with queries of one or more views each, in one index batch; then the stages, per query."""
-        check_k(k)
-        defaults, tombstones = self._search_settings()
-        if len(queries) == 1:  # the common case, kept cheap: one query, usually one view
-            stacked = queries[0].vectors
-        else:
-            stacked = np.concatenate([q.vectors for q in queries]) if queries else np.zeros((0, self.dim), np.float32)
-        scores, ids = self.index().search(
-            stacked,
-            k,
-            nprobe=nprobe or defaults.get("nprobe"),
-            ef_search=ef_search or defaults.get("efSearch"),
-            exclude=tombstones,
-        )
-        if len(stacked) != len(queries):
-            scores, ids = fuse_views(scores, ids, [len(query.vectors) for query in queries], k)
-        stages = self.stages
-        results = []
-        for query, hits in zip(queries, hits_from_rows(self.catalog, scores, ids)):
-            if stages:
-                hits = run_stages(stages, query, hits)[:k]
-            results.append(QueryResult(query.label, hits, query.query_id))
-        return results
-
-    def _search_settings(self) -> tuple[dict, np.ndarray]:
-        """Stored search defaults and tombstones, re-read only when the catalog changed since the last search."""
-        marker = self.catalog.change_marker()
-        if self._search_cache is None or self._search_cache[0] != marker:
-            self._search_cache = (marker, self.settings.search_defaults, self.catalog.tombstones())
-        return self._search_cache[1], self._search_cache[2]
-
-    def _indexed_record_for_file(self, path: str) -> ImageRecord | None:
-        """The catalog row of the file at `path` if it is indexed and unchanged since (same size and mtime)."""
-        record = self.catalog.image_by_path(os.path.abspath(path))
-        if record is None or record.status != "indexed" or not record.file_unchanged():
-            return None
-        return record
 
     # --- images ------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .errors import ImageDecodeError
 from .files import display_path
 from .images import open_image_file
-from .search import QueryResult
+from .search import Evidence, Fraction, Hit, QueryResult
 
 if TYPE_CHECKING:
     from .tune import TuneResult
@@ -33,8 +33,12 @@ def printable(path: str) -> str:
     return display_path(path)
 
 
-def render_table(results: Sequence[QueryResult]) -> str:
-    """Rank, score, id and path of every hit, one block per query."""
+def render_table(results: Sequence[QueryResult], explain: bool = False) -> str:
+    """Rank, score, id and path of every hit, one block per query.
+
+    Hits of the accurate search also show `copy` (or `-`) and their copy score after the score; with `explain`,
+    a line under each says which view of the query found it and what verified it.
+    """
     lines = []
     for result in results:
         lines.append(f"query: {printable(result.query)}")
@@ -43,9 +47,31 @@ def render_table(results: Sequence[QueryResult]) -> str:
         elif not result.hits:
             lines.append("  (no results)")
         for rank, hit in enumerate(result.hits, 1):
-            lines.append(f"  {rank:>3}  {hit.score:6.3f}  {hit.id:>8}  {printable(hit.path)}")
+            lines.append(f"  {rank:>3}  {hit.score:6.3f}  {_copy_columns(hit)}{hit.id:>8}  {printable(hit.path)}")
+            if explain and hit.evidence is not None:
+                lines.append(f"       {explain_hit(hit.evidence)}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _copy_columns(hit: Hit) -> str:
+    if hit.copy_score is None:
+        return ""  # the fast search: today's columns
+    return f"{'copy' if hit.copy else '-':<4}  {hit.copy_score:4.2f}  "
+
+
+def explain_hit(evidence: Evidence) -> str:
+    """One line: the query view closest to the hit, where it lies, and the verified matches."""
+    left, top, right, bottom = evidence.box
+    where = f"x {left:.2f}-{right:.2f}, y {top:.2f}-{bottom:.2f} of the query"
+    mirrored = ", the query mirrored" if evidence.mirrored else ""
+    if evidence.verified:
+        verified = f"verified: {evidence.inliers} inliers{mirrored}"
+    elif evidence.inliers:
+        verified = f"not verified ({evidence.inliers} inliers, as chance gives{mirrored})"
+    else:
+        verified = "not verified"
+    return f"view {evidence.view} ({where}); {verified}"
 
 
 def render_json(results: Sequence[QueryResult]) -> str:
@@ -63,8 +89,13 @@ def load_thumbnail(path: str, size: int = THUMB) -> Image.Image:
     return image
 
 
-def write_contact_sheet(results: Sequence[QueryResult], out: str | os.PathLike, size: int = THUMB) -> None:
-    """A PNG with one row per query: the query, then its hits with rank, score and file name."""
+def write_contact_sheet(
+    results: Sequence[QueryResult], out: str | os.PathLike, size: int = THUMB, explain: bool = False
+) -> None:
+    """A PNG with one row per query: the query, then its hits with rank, score and file name.
+
+    With `explain`, the part of the query that matched the first hit is outlined on the query.
+    """
     columns = 1 + max((len(r.hits) for r in results), default=0)
     cell_w, cell_h = size + GAP, size + CAPTION + GAP
     sheet = Image.new("RGB", (GAP + columns * cell_w, GAP + len(results) * cell_h), "white")
@@ -72,7 +103,8 @@ def write_contact_sheet(results: Sequence[QueryResult], out: str | os.PathLike, 
     font = ImageFont.load_default(size=12)
     for row, result in enumerate(results):
         cells = [(result.query, "query")] + [
-            (hit.path, f"#{rank} {hit.score:.3f}") for rank, hit in enumerate(result.hits, 1)
+            (hit.path, f"#{rank} {hit.score:.3f}" + (" copy" if hit.copy else ""))
+            for rank, hit in enumerate(result.hits, 1)
         ]
         for column, (path, label) in enumerate(cells):
             x, y = GAP + column * cell_w, GAP + row * cell_h
@@ -80,11 +112,34 @@ def write_contact_sheet(results: Sequence[QueryResult], out: str | os.PathLike, 
             sheet.paste(thumb, (x + (size - thumb.width) // 2, y + (size - thumb.height) // 2))
             if column == 0:
                 draw.rectangle((x - 2, y - 2, x + size + 1, y + size + 1), outline=(30, 90, 200), width=2)
+                matched = _matched_region(result) if explain else None
+                if matched is not None:
+                    left = x + (size - thumb.width) // 2
+                    top = y + (size - thumb.height) // 2
+                    draw.rectangle(_on_thumb(matched, left, top, thumb.size), outline=(230, 60, 40), width=2)
             draw.text((x, y + size + 3), label, fill="black", font=font)
             draw.text((x, y + size + 18), _fit(os.path.basename(printable(path)), 26), fill=(90, 90, 90), font=font)
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     atomic_write_bytes(Path(out), buffer.getvalue())
+
+
+def _matched_region(result: QueryResult) -> Fraction | None:
+    """The verified region of the first hit, else the box of the view that found it."""
+    evidence = result.hits[0].evidence if result.hits else None
+    if evidence is None:
+        return None
+    return evidence.region or evidence.box
+
+
+def _on_thumb(region: Fraction, left: int, top: int, thumb_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    width, height = thumb_size
+    return (
+        left + round(region[0] * (width - 1)),
+        top + round(region[1] * (height - 1)),
+        left + round(region[2] * (width - 1)),
+        top + round(region[3] * (height - 1)),
+    )
 
 
 def _fit(text: str, width: int) -> str:
@@ -120,7 +175,8 @@ def render_html(results: Sequence[QueryResult], size: int = THUMB) -> str:
     for result in results:
         figures = [_figure(result.query, "query", "query", size)]
         for rank, hit in enumerate(result.hits, 1):
-            figures.append(_figure(hit.path, f"#{rank} · {hit.score:.3f}", "", size))
+            label = f"#{rank} · {hit.score:.3f}" + (" · copy" if hit.copy else "")
+            figures.append(_figure(hit.path, label, "", size))
         blocks.append(f"<h2>{html.escape(printable(result.query))}</h2><div class='row'>{''.join(figures)}</div>")
     return _PAGE.format(size=size, body="\n".join(blocks))
 

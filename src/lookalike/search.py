@@ -29,6 +29,16 @@ def check_k(k: int) -> None:
         raise InvalidArgumentError(f"the number of results must be between 1 and {MAX_K}, not {k}", "k")
 
 
+MODES = ("accurate", "fast")  # see copy_search.py; "fast" is one vector of the whole picture, no verification
+
+
+def check_mode(mode: str) -> bool:
+    """True for the accurate search, False for the fast one; InvalidArgumentError for anything else."""
+    if mode not in MODES:
+        raise InvalidArgumentError(f"the search mode must be one of {', '.join(MODES)}, not {mode!r}", "mode")
+    return mode == "accurate"
+
+
 def check_ids(ids: Sequence[int]) -> Sequence[int]:
     """`ids`, or NotIndexedError for one no catalog can hold (below 1, or beyond SQLite's integers)."""
     for image_id in ids:
@@ -37,17 +47,43 @@ def check_ids(ids: Sequence[int]) -> Sequence[int]:
     return ids
 
 
+Fraction = tuple[float, float, float, float]  # left, top, right, bottom as fractions of the query's width, height
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a hit ranked where it did in the accurate search: the view that found it and what verified it."""
+
+    view: str  # the kind of the query view closest to the hit (whole, turn90, mirror, grid3, rect, ...)
+    box: Fraction  # where that view lies in the query
+    inliers: int  # local matches consistent with one homography (0 when the hit was not in the shortlist)
+    mirrored: bool  # the matches hold between the query's mirror and the hit
+    region: Fraction | None = None  # the part of the query the inliers cover, when verified
+    verified: bool = False  # enough inliers to call the match geometric, not chance (see verify.py)
+
+
 @dataclass(frozen=True)
 class Hit:
-    """One search result: a catalog image and its similarity to the query (cosine, higher is closer)."""
+    """One search result: a catalog image and its similarity to the query (cosine, higher is closer).
+
+    The accurate search adds a calibrated `copy_score` in [0, 1], `copy` (the score reaches the copy threshold)
+    and its `evidence`; they stay None from the fast search.
+    """
 
     id: int
     path: str
     score: float
+    copy_score: float | None = None
+    copy: bool | None = None
+    evidence: Evidence | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape shared by the CLI and the HTTP API."""
-        return {"id": self.id, "path": self.path, "score": round(float(self.score), 6)}
+        """The JSON shape shared by the CLI and the HTTP API (copy fields only when they were computed)."""
+        shape: dict[str, Any] = {"id": self.id, "path": self.path, "score": round(float(self.score), 6)}
+        if self.copy_score is not None:
+            shape["copy"] = bool(self.copy)
+            shape["copy_score"] = round(float(self.copy_score), 6)
+        return shape
 
 
 @dataclass(frozen=True)
@@ -132,12 +168,16 @@ def run_stages(stages: Sequence[Stage], query: Query, hits: list[Hit]) -> list[H
 __all__ = [
     "MAX_ID",
     "MAX_K",
+    "MODES",
+    "Evidence",
+    "Fraction",
     "Hit",
     "Query",
     "QueryResult",
     "Stage",
     "check_ids",
     "check_k",
+    "check_mode",
     "fuse_views",
     "hits_from_rows",
     "run_stages",

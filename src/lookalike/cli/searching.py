@@ -19,6 +19,12 @@ from .common import Progress, device_option, fail, index_option, max_megapixels_
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per query.")
 @click.option("--nprobe", type=click.IntRange(1), help="IVF: lists to visit (more: better recall, slower).")
 @click.option("--ef", type=click.IntRange(1), help="HNSW: search beam (more: better recall, slower).")
+@click.option(
+    "--fast",
+    is_flag=True,
+    help="One vector of the whole picture, no copy check: quicker, for large batches of queries.",
+)
+@click.option("--explain", is_flag=True, help="Say which part of the query matched each hit and what verified it.")
 @click.option("--sheet", type=click.Path(dir_okay=False), help="Write a contact sheet PNG here.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a self-contained HTML page here.")
 @device_option
@@ -31,18 +37,27 @@ def search(
     as_json: bool,
     nprobe: int | None,
     ef: int | None,
+    fast: bool,
+    explain: bool,
     sheet: str | None,
     html_out: str | None,
     device: str,
     max_megapixels: float | None,
 ) -> None:
-    """Find the K images most like each QUERY image (all queries run as one batch)."""
+    """Find the K images most like each QUERY image, and say which are copies of it.
+
+    By default each query is searched by several views (turns, tiles, rectangles found in it) and the first
+    candidates are verified by local features: every hit gets a copy score, and `copy` when it reaches 0.5.
+    --fast searches with one vector of the whole picture (all queries in one batch), as --id always does.
+    """
     from ..collection import Collection
     from ..render import printable as display_path
     from ..render import render_json, render_table, write_contact_sheet, write_html
 
     if not queries and not ids:
         fail("give at least one query image, or --id N")
+    if explain and fast:
+        fail("--explain shows what the accurate search found: leave out --fast")
     failed: list[str] = []
 
     def report(query: str, reason: str) -> None:
@@ -54,13 +69,14 @@ def search(
             collection.max_megapixels = max_megapixels
             results = collection.search_ids(list(ids), k, nprobe, ef) if ids else []
             if queries:
-                results += collection.search(list(queries), k, nprobe, ef, on_error=report)
+                mode = "fast" if fast else "accurate"
+                results += collection.search(list(queries), k, nprobe, ef, on_error=report, mode=mode)
             return results
 
     results = run(action)
-    click.echo(render_json(results) if as_json else render_table(results), nl=not as_json)
+    click.echo(render_json(results) if as_json else render_table(results, explain), nl=not as_json)
     if sheet:
-        run(lambda: write_contact_sheet(results, sheet))
+        run(lambda: write_contact_sheet(results, sheet, explain=explain))
         click.echo(f"contact sheet: {sheet}", err=True)
     if html_out:
         run(lambda: write_html(results, html_out))

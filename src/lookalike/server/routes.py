@@ -24,6 +24,7 @@ from .uploads import (
     MAX_EF,
     MAX_NPROBE,
     UPLOAD_OPENAPI,
+    form_flag,
     form_int,
     ms_since,
     read_form,
@@ -44,7 +45,10 @@ def install_routes(app: FastAPI, service: SearchService, max_upload_bytes: int) 
     async def search_upload(request: Request) -> JSON:
         """Upload an image as multipart field `image`; get the most similar images of the collection, best first.
 
-        Form fields: `k` (results, 1..10000, default 10), `nprobe` (IVF lists to visit), `ef` (HNSW search beam).
+        Form fields: `k` (results, 1..10000, default 10), `nprobe` (IVF lists to visit), `ef` (HNSW search beam),
+        `fast` (true: one vector of the whole picture, no copy check). Without `fast`, several views of the image
+        are searched, the first candidates verified, and each result carries `copy` and `copy_score` (a copy at
+        0.5 and above).
         """
         started = time.perf_counter()
         form = await read_form(request, max_upload_bytes)
@@ -57,11 +61,12 @@ def install_routes(app: FastAPI, service: SearchService, max_upload_bytes: int) 
             k = form_int(form, "k", DEFAULT_K, 1, MAX_K) or DEFAULT_K
             nprobe = form_int(form, "nprobe", None, 1, MAX_NPROBE)
             ef = form_int(form, "ef", None, 1, MAX_EF)
+            fast = form_flag(form, "fast")
             data = await upload.read()
             name = printable(os.path.basename(upload.filename or "")) or "upload"
         finally:
             await form.close()
-        results = await run_in_threadpool(service.search_upload, data, name, k, nprobe, ef)
+        results = await run_in_threadpool(service.search_upload, data, name, k, nprobe, ef, fast)
         return JSON({"query": {"name": name}, "results": results, "took_ms": ms_since(started)})
 
     @app.get("/api/search", summary="Search with an indexed image, by id")

@@ -61,9 +61,11 @@ class SearchService:
 
     # --- operations (blocking: call them in a worker thread) -----------------------
 
-    def search_upload(self, data: bytes, name: str, k: int, nprobe: int | None, ef: int | None) -> list[dict[str, Any]]:
-        """Decode, embed and search with an uploaded image, in the embedding thread."""
-        return self._embedding_thread().submit(self._search_upload, data, name, k, nprobe, ef).result()
+    def search_upload(
+        self, data: bytes, name: str, k: int, nprobe: int | None, ef: int | None, fast: bool = False
+    ) -> list[dict[str, Any]]:
+        """Decode, embed and search with an uploaded image, in the embedding thread (accurate unless `fast`)."""
+        return self._embedding_thread().submit(self._search_upload, data, name, k, nprobe, ef, fast).result()
 
     def _embedding_thread(self) -> ThreadPoolExecutor:
         """The one thread uploads are embedded in, started on first use (and again after a shutdown)."""
@@ -72,9 +74,12 @@ class SearchService:
                 self._embed_pool = ThreadPoolExecutor(1, "lookalike-embed", initializer=_background_priority)
             return self._embed_pool
 
-    def _search_upload(self, data: bytes, name: str, k: int, nprobe: int | None, ef: int | None) -> list[dict]:
+    def _search_upload(
+        self, data: bytes, name: str, k: int, nprobe: int | None, ef: int | None, fast: bool
+    ) -> list[dict]:
+        mode = "fast" if fast else "accurate"
         with self.live.reading(embedding=True) as collection:
-            return collection.search_image_bytes(data, name, k, nprobe, ef).to_dict()["results"]
+            return collection.search_image_bytes(data, name, k, nprobe, ef, mode=mode).to_dict()["results"]
 
     def search_id(self, image_id: int, k: int, nprobe: int | None, ef: int | None) -> tuple[str, list[dict]]:
         """Search with an indexed image's stored embedding; (its path, results)."""

@@ -43,6 +43,11 @@ UPLOAD_OPENAPI = {
                         "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": DEFAULT_K},
                         "nprobe": {"type": "integer", "minimum": 1, "maximum": MAX_NPROBE},
                         "ef": {"type": "integer", "minimum": 1, "maximum": MAX_EF},
+                        "fast": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "One vector of the whole picture, no copy check (no copy fields).",
+                        },
                     },
                 }
             }
@@ -115,6 +120,20 @@ def form_int(form: Any, name: str, default: int | None, low: int, high: int) -> 
     if not low <= value <= high:
         raise unprocessable(f"{name}: must be between {low} and {high}, not {value}")
     return value
+
+
+_FLAGS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def form_flag(form: Any, name: str) -> bool:
+    """A yes/no form field (true/false, 1/0, yes/no, on/off); absent or empty is no."""
+    raw = form.get(name)
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        return False
+    if not isinstance(raw, str) or raw.strip().lower() not in _FLAGS:
+        shown = "a file" if not isinstance(raw, str) else repr(raw[:40])
+        raise unprocessable(f"{name}: must be true or false, not {shown}")
+    return _FLAGS[raw.strip().lower()]
 
 
 def ms_since(started: float) -> float:

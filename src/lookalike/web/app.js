@@ -6,7 +6,7 @@
   const TOKEN_KEY = "lookalike-token";
   const $ = (id) => document.getElementById(id);
   const els = {
-    stats: $("stats"), drop: $("drop"), pick: $("pick"), file: $("file"), k: $("k"),
+    stats: $("stats"), drop: $("drop"), pick: $("pick"), file: $("file"), k: $("k"), fast: $("fast"),
     preview: $("preview"), previewImg: $("preview-img"), previewCaption: $("preview-caption"), hint: $("drop-hint"),
     summary: $("summary"), error: $("error"), empty: $("empty"), grid: $("grid"),
     tokenForm: $("token-form"), token: $("token"), resultsTitle: $("results-title"),
@@ -143,6 +143,7 @@
     const form = new FormData();
     form.append("image", file, name);
     form.append("k", els.k.value);
+    if (els.fast.checked) form.append("fast", "true");
     run(() => api("/api/search", { method: "POST", body: form }), name);
   }
 
@@ -161,9 +162,28 @@
     els.empty.hidden = results.length > 0;
     if (!results.length) els.empty.textContent = "No results: the collection is empty.";
     const queryId = body.query && body.query.id;
-    results.forEach((hit, rank) => els.grid.appendChild(card(hit, rank + 1, hit.id === queryId)));
+    const cards = results.map((hit, rank) => card(hit, rank + 1, hit.id === queryId));
+    if (results.some((hit) => typeof hit.copy === "boolean")) {
+      // The accurate search says which results are copies of the query: show them apart, copies first.
+      const copies = cards.filter((item, index) => results[index].copy);
+      const others = cards.filter((item, index) => !results[index].copy);
+      if (copies.length) els.grid.append(groupTitle("Copies", copies.length), ...copies);
+      if (others.length) els.grid.append(groupTitle("Look-alikes", others.length), ...others);
+    } else {
+      els.grid.append(...cards);
+    }
     els.grid.dataset.query = queryId ? "id:" + queryId : "upload:" + caption;
     els.summary.textContent = plural(results.length, "result") + " in " + Math.round(body.took_ms) + " ms";
+  }
+
+  function groupTitle(text, count) {
+    const item = document.createElement("li");
+    item.className = "group-title";
+    item.setAttribute("role", "presentation");
+    const heading = document.createElement("h3");
+    heading.textContent = text + " (" + count + ")";
+    item.appendChild(heading);
+    return item;
   }
 
   function card(hit, rank, isQuery) {
@@ -205,7 +225,20 @@
     open.rel = "noopener noreferrer";
     open.textContent = "Original";
     open.setAttribute("aria-label", "Open the original of " + name);
-    meta.append(badge, score, open);
+    meta.append(badge, score);
+    if (typeof hit.copy_score === "number") {
+      const copyScore = "copy score " + hit.copy_score.toFixed(2) + " (a copy from 0.50)";
+      score.title += "; " + copyScore;
+      if (hit.copy) {
+        // Look-alikes already sit under their own heading: only copies need a badge.
+        const copy = document.createElement("span");
+        copy.className = "copy";
+        copy.textContent = "copy";
+        copy.title = copyScore;
+        meta.append(copy);
+      }
+    }
+    meta.append(open);
 
     const file = document.createElement("p");
     file.className = "name";
