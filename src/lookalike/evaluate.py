@@ -244,8 +244,10 @@ def generated_image(rng: np.random.Generator, size: tuple[int, int] = (640, 480)
 def write_copies(
     collection: Collection, ids: Sequence[int], families: Sequence[str], seed: int, folder: str | os.PathLike
 ) -> tuple[list[EditedCopy], list[tuple[str, str]]]:
-    """Write one edited copy of each image per family into `folder`; also the originals that could not be read."""
+    """Write one edited copy of each image per family into `folder` (created if need be); also the originals that
+    could not be read."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = collection.catalog.indexed_paths(ids)
     others = OtherImages(collection, seed)
     copies: list[EditedCopy] = []
