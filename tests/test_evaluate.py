@@ -15,8 +15,9 @@ from click.testing import CliRunner, Result
 
 from lookalike import Collection
 from lookalike.cli import main
+from lookalike.edited_copies import write_copies
 from lookalike.errors import InvalidArgumentError
-from lookalike.evaluate import evaluate, write_copies
+from lookalike.evaluate import evaluate
 
 FAMILIES = "crop,flip,caption"  # three mild families keep the run short
 

@@ -1,23 +1,22 @@
 """How well a collection finds copies of its own images: seeded edited copies, searched, counted.
 
-`evaluate` samples indexed images with a seed, opens each original (at most `EDIT_SIDE` pixels on its long
-side), makes one edited copy per edit family (`edits.py`) in a temporary folder that lies outside the
-collection and every folder it indexes, searches every copy on its own (one query per search call, as one
-`lookalike search` runs) and counts:
+`evaluate` samples indexed images with a seed, makes one edited copy of each per edit family
+(`edited_copies.py`) in a temporary folder that lies outside the collection and every folder it indexes,
+searches every copy on its own (one query per search call, as one `lookalike search` runs) and counts:
 
 - recall@1 and recall@k per family: the original is the first hit, or among the first k;
 - the copy flag (accurate mode only): of all hits flagged `copy`, the share that are right, and the share of
-  originals flagged.
-
-Images pasted into a copy (paste backgrounds, mosaic tiles) are other images of the collection, or generated
-ones when it holds no other readable image. Those collection images are in the copy too, so finding them is
-not a mistake: they and files with the original's exact bytes are *also right*. They do not push the original
-down (its rank counts only the hits before it that are not also right), and a flag on them is a right flag.
+  originals flagged;
 - latency per query (p50, p99), with the model and the index loaded before the first timed query.
 
-Each copy's edit is seeded from (seed, image id, family), so a run is repeatable and `write_copies` makes the
-same copies for anyone who wants to check the counts. The temporary folder is removed afterwards; the
-collection is only read.
+Some hits other than the original are *also right*: the collection images pasted into the copy (paste
+backgrounds, mosaic tiles: they are in the copy too), files with the original's exact bytes, and the
+collection's own near duplicates of the original (stored embeddings at the duplicates' `near` cosine or
+closer). They do not push the original down (its rank counts only the hits before it that are not also
+right), and a flag on them is a right flag.
+
+The temporary folder is removed afterwards; the collection is only read. `edited_copies.write_copies` makes
+the same copies again for anyone who wants to check the counts.
 """
 
 from __future__ import annotations
@@ -25,41 +24,22 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
-from .edits import HARD, MILD, Edit, apply_edit
-from .errors import ImageDecodeError, InvalidArgumentError, NotFoundError
-from .images import open_image_file
+from .edited_copies import TIERS, EditedCopy, choose_families, write_copies
+from .errors import InvalidArgumentError, NotFoundError
 from .search import QueryResult, check_k, check_mode
 
 if TYPE_CHECKING:
     from .collection import Collection
 
-TIERS: dict[str, dict[str, Edit]] = {"mild": MILD, "hard": HARD}
 DEFAULT_SAMPLE = 20
-EDIT_SIDE = 1024  # originals are edited at this long side at most: a phone photo's full size only slows the edits
-OTHER_SIDE = 640  # images pasted into copies need no more
-OTHERS_POOL = 16  # other images decoded once and reused for pastes and mosaics, so memory stays bounded
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class EditedCopy:
-    """One edited copy of a sampled image, written to `path`."""
-
-    family: str
-    original_id: int
-    original: str  # the original's path in the collection
-    seed: int  # the edit's own seed
-    path: str
-    others: tuple[int, ...] = ()  # ids of the collection's images pasted into the copy
 
 
 @dataclass(frozen=True)
@@ -156,22 +136,6 @@ def _recall(outcomes: Sequence[CopyOutcome], k: int) -> FamilyRecall:
     return FamilyRecall(count, at_1, at_k)
 
 
-def choose_families(edits: str, families: Sequence[str] | None = None) -> list[str]:
-    """The families of the tier `edits`, or the given ones (each must belong to that tier)."""
-    if edits not in TIERS:
-        raise InvalidArgumentError(f"the edits must be one of {', '.join(TIERS)}, not {edits!r}", "edits")
-    known = list(TIERS[edits])
-    if not families:
-        return known
-    unknown = [name for name in families if name not in known]
-    if unknown:
-        raise InvalidArgumentError(
-            f"no {edits} edit family is called {', '.join(unknown)}; the {edits} families are {', '.join(known)}",
-            "families",
-        )
-    return list(dict.fromkeys(families))
-
-
 def sample_ids(collection: Collection, sample: int, seed: int) -> list[int]:
     """A seeded sample of `sample` indexed image ids (all of them when there are fewer), ascending."""
     if sample < 1:
@@ -182,93 +146,6 @@ def sample_ids(collection: Collection, sample: int, seed: int) -> list[int]:
     if len(ids) > sample:
         ids = np.random.default_rng(seed).choice(ids, size=sample, replace=False)
     return sorted(int(i) for i in ids)
-
-
-def edit_seed(seed: int, image_id: int, family: str) -> int:
-    """The seed of one copy's edit: stable across runs, versions and family orders."""
-    state = np.random.SeedSequence([seed, image_id, zlib.crc32(family.encode())]).generate_state(1)
-    return int(state[0])
-
-
-def open_original(path: str, side: int = EDIT_SIDE, max_megapixels: float | None = None) -> Image.Image:
-    """An original decoded in bounded memory and shrunk to at most `side` on its long side."""
-    picture = open_image_file(path, min_size=side, max_megapixels=max_megapixels)
-    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
-    return picture
-
-
-class OtherImages:
-    """Images to paste into a copy: a seeded pool of the collection's images, never the one being copied."""
-
-    def __init__(self, collection: Collection, seed: int, pool: int = OTHERS_POOL) -> None:
-        ids = collection.catalog.embedding_ids()
-        chosen = np.random.default_rng(seed + 1).permutation(ids)[: pool + 1]  # one more: one may be the original
-        self.paths = collection.catalog.indexed_paths(int(i) for i in chosen)
-        self.order = [int(i) for i in chosen if int(i) in self.paths]
-        self.max_megapixels = collection.max_megapixels
-        self.cache: dict[int, Image.Image | None] = {}
-
-    def drawer(self, original_id: int, seed: int) -> tuple[Callable[[], Image.Image], list[int]]:
-        """A callable giving another image each time (seeded), for the copy of `original_id`; the ids it gave."""
-        rng = np.random.default_rng(seed)
-        candidates = [i for i in self.order if i != original_id]
-        used: list[int] = []
-
-        def draw() -> Image.Image:
-            readable = [i for i in candidates if self._picture(i) is not None]
-            if not readable:
-                return generated_image(rng)
-            chosen = readable[int(rng.integers(0, len(readable)))]
-            used.append(chosen)
-            picture = self._picture(chosen)
-            assert picture is not None  # readable ones decode
-            return picture
-
-        return draw, used
-
-    def _picture(self, image_id: int) -> Image.Image | None:
-        if image_id not in self.cache:
-            try:
-                self.cache[image_id] = open_original(self.paths[image_id], OTHER_SIDE, self.max_megapixels)
-            except (ImageDecodeError, OSError):  # a file gone or damaged since it was indexed: use the others
-                self.cache[image_id] = None
-        return self.cache[image_id]
-
-
-def generated_image(rng: np.random.Generator, size: tuple[int, int] = (640, 480)) -> Image.Image:
-    """A smooth random colour field, for a collection with no other image to paste."""
-    coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    return Image.fromarray(coarse, "RGB").resize(size, Image.Resampling.BICUBIC)
-
-
-def write_copies(
-    collection: Collection, ids: Sequence[int], families: Sequence[str], seed: int, folder: str | os.PathLike
-) -> tuple[list[EditedCopy], list[tuple[str, str]]]:
-    """Write one edited copy of each image per family into `folder` (created if need be); also the originals that
-    could not be read."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = collection.catalog.indexed_paths(ids)
-    others = OtherImages(collection, seed)
-    copies: list[EditedCopy] = []
-    skipped: list[tuple[str, str]] = []
-    for image_id in ids:
-        try:
-            photo = open_original(paths[image_id], max_megapixels=collection.max_megapixels)
-        except ImageDecodeError as error:
-            skipped.append((paths[image_id], error.reason))
-            continue
-        except OSError as error:
-            skipped.append((paths[image_id], error.strerror or str(error)))
-            continue
-        for family in families:
-            copy_seed = edit_seed(seed, image_id, family)
-            draw, used = others.drawer(image_id, copy_seed)
-            edited = apply_edit(family, photo, copy_seed, draw)
-            path = folder / f"{image_id}-{family}.png"  # lossless: the edit alone decides what is lost
-            edited.save(path)
-            copies.append(EditedCopy(family, image_id, paths[image_id], copy_seed, str(path), tuple(sorted(set(used)))))
-    return copies, skipped
 
 
 def evaluate(
@@ -338,8 +215,10 @@ def count_outcome(
     collection: Collection, copy: EditedCopy, result: QueryResult, seconds: float, accurate: bool
 ) -> CopyOutcome:
     """Where the original ranked, and how many flagged hits were right."""
+    hit_ids = [hit.id for hit in result.hits]
     also_right = set(copy.others) | same_bytes(collection, copy.original_id)
-    rank = rank_of(copy.original_id, [hit.id for hit in result.hits], also_right)
+    also_right |= near_duplicates(collection, copy.original_id, hit_ids)
+    rank = rank_of(copy.original_id, hit_ids, also_right)
     flagged, right, original_flagged = None, None, None
     if accurate:  # the fast mode flags nothing
         flags = [hit.id for hit in result.hits if hit.copy]
@@ -377,3 +256,26 @@ def same_bytes(collection: Collection, image_id: int) -> set[int]:
     if record is None or not record.content_hash:
         return set()
     return {other.id for other in collection.catalog.indexed_with_hash(record.content_hash) if other.id != image_id}
+
+
+def near_duplicates(collection: Collection, image_id: int, hit_ids: Sequence[int]) -> set[int]:
+    """The hits that are near duplicates of `image_id` by stored embeddings alone (the duplicates' `near` cosine).
+
+    A collection that holds its own copies of a photo (a crop, a resized file) is not wrong to return them for
+    a copy of it. Nothing is counted so for an embedder with no measured thresholds.
+    """
+    from .duplicate_rules import UnknownThresholdsError, thresholds_for
+
+    try:
+        floor = thresholds_for(collection.settings.embedder_name).near_cosine
+    except UnknownThresholdsError:
+        return set()
+    original = collection.catalog.embedding(image_id)
+    if original is None:
+        return set()
+    near = set()
+    for other in hit_ids:
+        vector = collection.catalog.embedding(other) if other != image_id else None
+        if vector is not None and float(np.dot(original, vector)) >= floor:
+            near.add(other)
+    return near
