@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from lookalike import Collection
 from lookalike.cli import main
 from lookalike.edited_copies import write_copies
-from lookalike.errors import InvalidArgumentError
+from lookalike.errors import InvalidArgumentError, NotFoundError
 from lookalike.evaluate import evaluate
 
 FAMILIES = "crop,flip,caption"  # three mild families keep the run short
@@ -167,3 +167,23 @@ def test_pasted_images_are_other_images_of_the_collection_or_generated(
         (only,) = (int(i) for i in collection.catalog.embedding_ids())
         copies, _ = write_copies(collection, [only], ["mosaic2"], 0, tmp_path)
     assert copies[0].others == ()  # nothing else in the collection: the tiles are generated
+
+
+def test_originals_gone_since_indexing_are_skipped_and_reported(tmp_path: Path, originals: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut.jpg", "coins.jpg", "rocket.jpg"):
+        (photos / name).write_bytes((originals / "originals" / name).read_bytes())
+    with Collection.create(tmp_path / "idx", embedder="colour-layout") as collection:
+        collection.add_folder(photos)
+    (photos / "coins.jpg").unlink()
+
+    with Collection.open(tmp_path / "idx", read_only=True) as collection:
+        report = evaluate(collection, 3, families=["flip"], mode="fast", scratch=tmp_path)
+        assert report.images == 2 and len(report.outcomes) == 2
+        assert [path for path, _ in report.skipped] == [str(photos / "coins.jpg")]
+        for name in ("astronaut.jpg", "rocket.jpg"):
+            (photos / name).unlink()
+        with pytest.raises(NotFoundError, match="none of the 3 sampled images could be read"):
+            evaluate(collection, 3, families=["flip"], mode="fast", scratch=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "photos"]  # no temporary folder left
