@@ -86,7 +86,7 @@ class OtherImages:
 
     def drawer(self, original_id: int, seed: int) -> tuple[Callable[[], Image.Image], list[int]]:
         """A callable giving another image each time (seeded), for the copy of `original_id`; the ids it gave."""
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the edit's
         candidates = [i for i in self.order if i != original_id]
         used: list[int] = []
 
