@@ -30,6 +30,7 @@ import click  # noqa: E402
 from .checking import check  # noqa: E402
 from .common import INTERRUPTED, interrupted_import  # noqa: E402
 from .duplicates import duplicates  # noqa: E402
+from .evaluating import evaluate  # noqa: E402
 from .indexing import index, reindex  # noqa: E402
 from .searching import demo, info, models, search  # noqa: E402
 from .serving import serve  # noqa: E402
@@ -58,7 +59,7 @@ def main() -> None:
     """Find the photos that look like this one."""
 
 
-for command in (index, reindex, search, info, models, demo, serve, tune, plan, check, duplicates):
+for command in (index, reindex, search, info, models, demo, serve, tune, plan, check, duplicates, evaluate):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -22,6 +22,10 @@ FLAGS = {
     "token": "--token (or LOOKALIKE_TOKEN)",
     "kind": "--kind",
     "metric": "--metric",
+    "sample": "--sample",
+    "edits": "--edits",
+    "families": "--families",
+    "scratch": "TMPDIR",
 }
 
 
