@@ -33,6 +33,7 @@ from lookalike.images import (
     resize_for_model,
     to_rgb,
 )
+from lookalike.pixel_budget import BYTES_PER_PIXEL
 
 SIZE = 224
 ORIENTATION = 0x0112
@@ -450,17 +451,21 @@ def test_pillows_guard_is_raised_never_lowered(monkeypatch):
 
 
 def test_default_pixel_limit_follows_the_memory_available(monkeypatch):
-    monkeypatch.setattr(images, "available_memory", lambda: 8 * 10**9)
-    assert images.default_max_megapixels() == pytest.approx(8e9 * images.MEMORY_SHARE / images.BYTES_PER_PIXEL / 1e6)
-    assert images.default_max_megapixels(concurrency=2) == pytest.approx(images.default_max_megapixels() / 2)
-    monkeypatch.setattr(images, "available_memory", lambda: 10**8)
-    assert images.default_max_megapixels() == images.MIN_DEFAULT_MEGAPIXELS
-    monkeypatch.setattr(images, "available_memory", lambda: None)
-    assert images.default_max_megapixels() == images.PILLOW_DEFAULT_MEGAPIXELS
+    from lookalike import pixel_budget as budget
+
+    monkeypatch.setattr(budget, "available_memory", lambda: 8 * 10**9)
+    assert budget.default_max_megapixels() == pytest.approx(8e9 * budget.MEMORY_SHARE / budget.BYTES_PER_PIXEL / 1e6)
+    assert budget.default_max_megapixels(concurrency=2) == pytest.approx(budget.default_max_megapixels() / 2)
+    monkeypatch.setattr(budget, "available_memory", lambda: 10**8)
+    assert budget.default_max_megapixels() == budget.MIN_DEFAULT_MEGAPIXELS
+    monkeypatch.setattr(budget, "available_memory", lambda: None)
+    assert budget.default_max_megapixels() == budget.PILLOW_DEFAULT_MEGAPIXELS
 
 
 def test_memory_available_is_measured():
-    memory = images.available_memory()
+    from lookalike.pixel_budget import available_memory
+
+    memory = available_memory()
 
     assert memory is None or 0 < memory < 2**50
 
@@ -716,7 +721,7 @@ def test_decoding_stays_within_bytes_per_pixel(tmp_path, mode):
     result = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True, env=env)
 
     assert result.returncode == 0, result.stderr
-    assert int(result.stdout) < images.BYTES_PER_PIXEL * width * height
+    assert int(result.stdout) < BYTES_PER_PIXEL * width * height
 
 
 def test_concurrent_decoding_leaves_the_warning_filters_as_they_were():
