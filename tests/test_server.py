@@ -374,7 +374,7 @@ def test_the_page_and_its_assets_load_nothing_from_elsewhere(client: TestClient)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "http" not in csp
-    for asset in ("app.js", "style.css", "icon.svg"):
+    for asset in ("client.js", "app.js", "style.css", "icon.svg"):
         assert f"/static/{asset}" in page.text
         served = client.get(f"/static/{asset}")
         assert served.status_code == 200

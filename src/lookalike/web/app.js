@@ -3,7 +3,6 @@
 "use strict";
 
 (function () {
-  const TOKEN_KEY = "lookalike-token";
   const $ = (id) => document.getElementById(id);
   const els = {
     stats: $("stats"), drop: $("drop"), pick: $("pick"), file: $("file"), k: $("k"), fast: $("fast"),
@@ -12,38 +11,7 @@
     tokenForm: $("token-form"), token: $("token"), resultsTitle: $("results-title"),
   };
 
-  // --- the token: from ?token= once (then kept for this tab and removed from the address bar) ------------------
-  let token = sessionStorage.getItem(TOKEN_KEY) || "";
-  const params = new URLSearchParams(location.search);
-  if (params.has("token")) {
-    token = params.get("token") || "";
-    sessionStorage.setItem(TOKEN_KEY, token);
-    params.delete("token");
-    const rest = params.toString();
-    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
-  }
-
-  function withToken(url) {
-    return token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url;
-  }
-
-  async function api(url, options) {
-    const headers = new Headers((options && options.headers) || {});
-    if (token) headers.set("Authorization", "Bearer " + token);
-    const response = await fetch(url, Object.assign({}, options, { headers }));
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (ignored) {
-      body = null;
-    }
-    if (!response.ok) {
-      const error = new Error((body && body.error) || response.status + " " + response.statusText);
-      error.status = response.status;
-      throw error;
-    }
-    return body;
-  }
+  const { api, setToken, withToken } = window.lookalikeClient; // client.js: the token and API calls
 
   // --- small helpers ------------------------------------------------------------------------------------------------
   function baseName(path) {
@@ -312,8 +280,7 @@
 
   els.tokenForm.addEventListener("submit", async (event) => {
     event.preventDefault();
-    token = els.token.value.trim();
-    sessionStorage.setItem(TOKEN_KEY, token);
+    setToken(els.token.value.trim());
     showError("");
     if (await loadStats()) {
       els.tokenForm.hidden = true;

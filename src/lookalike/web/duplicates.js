@@ -4,36 +4,16 @@
 "use strict";
 
 (function () {
-  const TOKEN_KEY = "lookalike-token"; // the search page's key: one token per tab
   const PAGE = 20;
   const $ = (id) => document.getElementById(id);
   const els = {
     tier: $("dup-tier"), prev: $("dup-prev"), next: $("dup-next"), summary: $("dup-summary"),
     error: $("dup-error"), groups: $("dup-groups"),
   };
-  let token = sessionStorage.getItem(TOKEN_KEY) || "";
-  const params = new URLSearchParams(location.search);
-  if (params.has("token")) {
-    token = params.get("token") || "";
-    sessionStorage.setItem(TOKEN_KEY, token);
-    history.replaceState(null, "", location.pathname);
-  }
+  const { api, withToken } = window.lookalikeClient; // client.js: the token and API calls
   let offset = 0;
   let total = 0;
   let current = 0;
-
-  function withToken(url) {
-    return token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url;
-  }
-
-  async function api(url, options) {
-    const headers = new Headers((options && options.headers) || {});
-    if (token) headers.set("Authorization", "Bearer " + token);
-    const response = await fetch(url, Object.assign({}, options, { headers }));
-    const body = await response.json().catch(() => null);
-    if (!response.ok) throw new Error((body && body.error) || response.status + " " + response.statusText);
-    return body;
-  }
 
   function showError(message) {
     els.error.textContent = message || "";
