@@ -33,6 +33,13 @@ from .common import (
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @max_megapixels_option
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Decode and embed on this Ray cluster (auto, HOST:PORT, ray://HOST:PORT); every node must read "
+    "PHOTO_DIR under the same path. Needs lookalike[ray].",
+)
 def index(
     photo_dir: str,
     index_dir: str,
@@ -49,6 +56,7 @@ def index(
     batch_size: int,
     quiet: bool,
     max_megapixels: float | None,
+    ray_address: str | None,
 ) -> None:
     """Index every image under PHOTO_DIR (again: only new or changed files are embedded)."""
     from ..collection import Collection
@@ -70,6 +78,7 @@ def index(
                 on_skip=lambda path, reason: skipped.append((path, reason)),
                 workers=workers,
                 batch_size=batch_size,
+                ray_address=ray_address,
             )
             return report, collection.current_plan()
 
