@@ -188,7 +188,8 @@ class Collection(Searching, DuplicateFinding):
         """Index every image under `root` (only new or changed files are embedded), then update the index.
 
         With `ray_address` (what `ray.init` takes: "auto", "HOST:PORT", "ray://HOST:PORT"), the files are decoded
-        and embedded on that Ray cluster, whose every node must read `root` under the same path (`ray_ingest.py`).
+        and embedded on that Ray cluster in shards of `batch_size` files; every node must read `root` under the
+        same path (`ray_ingest.py`).
         """
         root = os.fspath(root)
         if not os.path.isdir(root):
@@ -206,7 +207,7 @@ class Collection(Searching, DuplicateFinding):
                 on_progress=on_progress,
                 on_skip=on_skip,
                 max_megapixels=self.max_megapixels,
-                mapper=self._ray_mapper(ray_address) if ray_address else None,
+                mapper=self._ray_mapper(ray_address, batch_size) if ray_address else None,
             )
             report = ingester.run(root)
             self._remember_root(os.path.abspath(root))
@@ -217,7 +218,7 @@ class Collection(Searching, DuplicateFinding):
                 self._index = self.store.load()
         return report
 
-    def _ray_mapper(self, address: str) -> Mapper:
+    def _ray_mapper(self, address: str, shard_size: int) -> Mapper:
         from .ray_ingest import RayMapper
 
         spec = self.embedder_spec
@@ -229,6 +230,7 @@ class Collection(Searching, DuplicateFinding):
             self.device,
             self.engine,
             self.max_megapixels,
+            shard_size,
         )
 
     def reindex(self, kind: str | None = None, metric: str | None = None, options: dict | None = None) -> IndexPlan:

@@ -30,7 +30,13 @@ from .common import (
 @index_options
 @device_option
 @click.option("--workers", type=click.IntRange(1), help="Decoding processes (default: one per core).")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Images per model run (with --ray: per shard).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @max_megapixels_option
 @click.option(
