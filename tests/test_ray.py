@@ -97,6 +97,25 @@ def _on_cluster(commands: list[list[str]], log: Path) -> str:
     return done.stdout + done.stderr
 
 
+# Runs a driver, and kills it with SIGKILL once the catalog holds some committed shards; prints how many rows.
+KILLER = """
+import sqlite3, subprocess, sys, time
+
+catalog, wanted, *command = sys.argv[1:]
+driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+committed, deadline = 0, time.monotonic() + 300
+while committed < int(wanted) and driver.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.02)
+    try:
+        with sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=0.1) as db:
+            committed = db.execute("SELECT COUNT(*) FROM images WHERE status = 'indexed'").fetchone()[0]
+    except sqlite3.Error:
+        pass
+driver.kill()
+print(f"killed={driver.wait()} committed={committed}")
+"""
+
+
 def _rows(folder: Path) -> dict[str, tuple[str | None, np.ndarray | None]]:
     with Collection.open(folder, read_only=True) as collection:
         catalog = collection.catalog
@@ -117,21 +136,37 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
     local, clustered = tmp_path / "local.idx", tmp_path / "ray.idx"
     with Collection.create(local) as collection:
         local_report = collection.add_folder(photos)
-    # Shards of 8 files: several per node. The second run finds the cluster through RAY_ADDRESS.
-    index = [sys.executable, "-m", "lookalike", "index", str(photos), "--index", str(clustered), "--batch-size", "8"]
+    # Shards of 4 files: several per node. A first driver is killed with SIGKILL after two shards are committed;
+    # the second resumes; the third finds the cluster through RAY_ADDRESS and nothing left to do.
+    index = [sys.executable, "-m", "lookalike", "index", str(photos), "--index", str(clustered), "--batch-size", "4"]
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
     output = _on_cluster(
-        [[*index, "--ray", f"127.0.0.1:{PORT}"], ["env", f"RAY_ADDRESS=127.0.0.1:{PORT}", *index, "--ray", "auto"]],
+        [
+            [sys.executable, str(killer), str(clustered / "catalog.sqlite"), "8", *index, "--ray", f"127.0.0.1:{PORT}"],
+            [*index, "--ray", f"127.0.0.1:{PORT}"],
+            ["env", f"RAY_ADDRESS=127.0.0.1:{PORT}", *index, "--ray", "auto"],
+        ],
         tmp_path / "cluster.log",
     )
 
-    # Both runs see every file; the second run on the cluster finds nothing new to embed.
     files = len(list(photos.rglob("*.jpg")))
     assert local_report.scanned == files and local_report.added == files - 1
+    killed = re.search(r"killed=(-?\d+) committed=(\d+)", output)
+    assert killed and int(killed.group(1)) == -9, output
+    kept = int(killed.group(2))
+    assert 8 <= kept < files - 1, output  # killed mid-run, with whole shards committed
+
+    # The run after the kill embeds only what was not committed; the last one finds nothing to do.
     runs = [line for line in output.splitlines() if line.startswith(f"{files} files scanned")]
     assert len(runs) == 2, output
-    embedded, reused = (int(re.search(rf"(\d+) {what}", runs[0]).group(1)) for what in ("embedded", "copies reused"))
-    assert embedded + reused == files - 1 and embedded >= files - 2, runs[0]  # the copy: reused if its original
-    assert f"0 embedded, 0 copies reused, 0 moved, {files} unchanged, 0 removed, 1 skipped" in runs[1]  # committed
+    counts = {
+        what: int(re.search(rf"(\d+) {what}", runs[0]).group(1)) for what in ("embedded", "copies reused", "unchanged")
+    }
+    # Every file is accounted for once; the bad one is "unchanged" too when its shard was committed before the kill.
+    assert counts["unchanged"] >= kept and sum(counts.values()) in (files - 1, files), runs[0]
+    assert counts["embedded"] + counts["copies reused"] <= files - 1 - kept, runs[0]
+    assert f"0 embedded, 0 copies reused, 0 moved, {files} unchanged, 0 removed, 1 skipped" in runs[1]
 
     # The bad file is skipped with the reason a local run gives.
     (local_path, local_reason) = local_report.skipped[0]
