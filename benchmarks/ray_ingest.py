@@ -1,6 +1,6 @@
 """Ingest throughput on a local Ray cluster against a local run, and the driver's own CPU time per image.
 
-    sudo python benchmarks/ray_ingest.py --images 1200          # needs root (a loopback-only network namespace)
+    python benchmarks/ray_ingest.py --images 1200          # as root: it makes a loopback-only network namespace
 
 Makes --images seeded copies of scikit-image's photos (cropped, mirrored, retoned JPEGs, about 50 KB each),
 indexes them once without Ray, then on a cluster of 1 and of 2 nodes of one CPU each, started on 127.0.0.1
