@@ -187,3 +187,15 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
         for mine, theirs in zip(one.search(queries, k=5, mode="fast"), other.search(queries, k=5, mode="fast")):
             assert _ranking(mine.hits) == _ranking(theirs.hits)
         assert [r.path for r in other.catalog.skipped_images()] == [str(photos / "broken.jpg")]
+
+
+def test_an_address_where_no_cluster_answers_is_refused_and_nothing_is_committed(tmp_path: Path) -> None:
+    from lookalike.errors import InvalidArgumentError
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sample_photo("coffee").save(photos / "coffee.jpg")
+    with Collection.create(tmp_path / "idx") as collection:
+        with pytest.raises(InvalidArgumentError, match="no Ray cluster answers at 127.0.0.1:9") as caught:
+            collection.add_folder(photos, ray_address="127.0.0.1:9")  # discard port: nothing listens on loopback
+        assert caught.value.argument == "ray_address" and collection.catalog.count() == 0

@@ -17,6 +17,8 @@ Ray is imported only here, only when a cluster is used.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,7 @@ from .files import FileEntry
 from .ingest import MappedImage, map_files
 
 SHARD_SIZE = 64
+CONNECT_TIMEOUT_S = 10.0  # ray.init waits minutes on an address where nothing answers: a plain socket says at once
 SHARDS_PER_CPU = 2  # shards in flight per CPU of the cluster: enough to keep every worker busy while one commits
 
 _WORKER_EMBEDDERS: dict[tuple[str, str, str], Embedder] = {}  # per worker process: loaded once, kept
@@ -63,6 +66,19 @@ def _ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str) -> None:
+    """Raise when nothing accepts a connection at a head node's HOST:PORT (other address forms are left to Ray)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise InvalidArgumentError(
+            f"no Ray cluster answers at {address}: {error.strerror or error}", "ray_address"
+        ) from error
+
+
 class RayMapper:
     """Maps files on a Ray cluster in shards: an `ingest.Mapper` for `Ingester`.
 
@@ -83,6 +99,7 @@ class RayMapper:
     ) -> None:
         if shard_size < 1:
             raise InvalidArgumentError(f"a shard holds at least one file, not {shard_size}", "shard_size")
+        _ray()  # before any scanning: a missing ray is said at once
         self.address = address
         self.embedder_name = embedder_name
         self.embedder_identity = embedder_identity
@@ -97,6 +114,7 @@ class RayMapper:
         ray = _ray()
         if ray.is_initialized():
             return ray
+        _check_reachable(os.environ.get("RAY_ADDRESS", "auto") if self.address == "auto" else self.address)
         try:
             ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError) as error:
