@@ -23,7 +23,7 @@ from .errors import BusyError, EmbedderMismatchError, InvalidArgumentError, NotI
 from .index import VectorIndex
 from .index_store import IndexStore, Notice
 from .info import CollectionInfo, describe
-from .ingest import Ingester, IngestReport, ProgressCallback, SkipCallback
+from .ingest import Ingester, IngestReport, Mapper, ProgressCallback, SkipCallback
 from .planner import IndexPlan, plan_index
 from .search import (
     MAX_K,
@@ -183,8 +183,14 @@ class Collection(Searching, DuplicateFinding):
         on_skip: SkipCallback | None = None,
         workers: int | None = None,
         batch_size: int = 32,
+        ray_address: str | None = None,
     ) -> IngestReport:
-        """Index every image under `root` (only new or changed files are embedded), then update the index."""
+        """Index every image under `root` (only new or changed files are embedded), then update the index.
+
+        With `ray_address` (what `ray.init` takes: "auto", "HOST:PORT", "ray://HOST:PORT"), the files are decoded
+        and embedded on that Ray cluster in shards of `batch_size` files; every node must read `root` under the
+        same path (`ray_ingest.py`).
+        """
         root = os.fspath(root)
         if not os.path.isdir(root):
             raise InvalidArgumentError(f"{root} is not a folder of images", "root")
@@ -201,6 +207,7 @@ class Collection(Searching, DuplicateFinding):
                 on_progress=on_progress,
                 on_skip=on_skip,
                 max_megapixels=self.max_megapixels,
+                mapper=self._ray_mapper(ray_address, batch_size) if ray_address else None,
             )
             report = ingester.run(root)
             self._remember_root(os.path.abspath(root))
@@ -210,6 +217,21 @@ class Collection(Searching, DuplicateFinding):
             else:
                 self._index = self.store.load()
         return report
+
+    def _ray_mapper(self, address: str, shard_size: int) -> Mapper:
+        from .ray_ingest import RayMapper
+
+        spec = self.embedder_spec
+        return RayMapper(
+            address,
+            spec.name,
+            self.settings.embedder_id or spec.identity(),
+            spec.input_size,
+            self.device,
+            self.engine,
+            self.max_megapixels,
+            shard_size,
+        )
 
     def reindex(self, kind: str | None = None, metric: str | None = None, options: dict | None = None) -> IndexPlan:
         """Rebuild the Faiss index from the stored embeddings (no CNN), optionally as another kind.

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -76,6 +77,9 @@ class _Pending:
 
 ProgressCallback = Callable[[int, int], None]
 SkipCallback = Callable[[str, str], None]
+# Another place to run the map step (a cluster): given the files to process and how many there are, yields the
+# map step's results in groups, in any order, as they arrive; each group is committed before the next is asked for.
+Mapper = Callable[[Iterator[FileEntry], int], Iterator[list["MappedImage"]]]
 
 
 class Ingester:
@@ -91,8 +95,10 @@ class Ingester:
         on_progress: ProgressCallback | None = None,
         on_skip: SkipCallback | None = None,
         max_megapixels: float | None = None,
+        mapper: Mapper | None = None,
     ) -> None:
         self.catalog = catalog
+        self.mapper = mapper
         self.load_embedder = load_embedder
         self.input_size = input_size
         self.batch_size = batch_size
@@ -153,10 +159,19 @@ class Ingester:
         batch: list[_Pending] = []
         self.on_progress(0, total)
         todo = (FileEntry(path, size, mtime) for path, size, mtime in self.queue.iter_todo())
+        if self.mapper is not None:
+            done = 0
+            for group in self.mapper(todo, total):
+                self.commit_mapped(group)
+                done += len(group)
+                self.on_progress(done, total)
+            return
         for done, (entry, outcome) in enumerate(self._decode_all(todo, total), 1):
             if isinstance(outcome, ImageDecodeError):
                 self._skip(entry, outcome.reason)
-            elif not self._reuse_stored(entry, outcome):
+            elif not self._reuse_stored(
+                entry, outcome.content_hash, (outcome.width, outcome.height), partial(signature_of, entry.path, outcome)
+            ):
                 batch.append(_Pending(entry, outcome))
                 if len(batch) >= self.batch_size:
                     self._embed_and_store(batch)
@@ -193,9 +208,44 @@ class Ingester:
                 for _, future in window:
                     future.cancel()
 
-    def _reuse_stored(self, entry: FileEntry, decoded: DecodedImage) -> bool:
+    def commit_mapped(self, mapped: list[MappedImage]) -> None:
+        """Commit results of the map step run elsewhere, as a local run commits its own.
+
+        Skipped files are recorded with their reason; moved, copied or touched files keep or reuse the stored
+        embedding (the one computed elsewhere is dropped); the others are added in one transaction.
+        """
+        fresh: list[NewImage] = []
+        for item in mapped:
+            if item.error is not None or item.vector is None:
+                self._skip(item.entry, item.error or "not decoded")
+            elif not self._reuse_stored(
+                item.entry, item.content_hash, (item.width, item.height), partial(_given, item.signature)
+            ):
+                fresh.append(
+                    NewImage(
+                        item.entry.path,
+                        item.entry.size,
+                        item.entry.mtime_ns,
+                        item.content_hash,
+                        item.width,
+                        item.height,
+                        item.vector,
+                        item.signature,
+                    )
+                )
+        if fresh:
+            self.catalog.add_indexed(fresh)
+            self.report.embedded += len(fresh)
+
+    def _reuse_stored(
+        self,
+        entry: FileEntry,
+        content_hash: str,
+        size: tuple[int, int],
+        signature: Callable[[], StoredSignature | None],
+    ) -> bool:
         """Handle a file whose content is already indexed: moved, copied, or only touched."""
-        matches = self.catalog.indexed_with_hash(decoded.content_hash)
+        matches = self.catalog.indexed_with_hash(content_hash)
         if not matches:
             return False
         same_place = next((m for m in matches if m.path == entry.path), None)
@@ -211,8 +261,10 @@ class Ingester:
         if vector is None:
             return False
         # A byte copy has the same pixels: its signature is the stored one (or new, if the collection predates them).
-        signature = self.catalog.signatures([matches[0].id]).get(matches[0].id) or signature_of(entry.path, decoded)
-        self.catalog.add_indexed([_new_image(entry, decoded, vector, signature)])
+        stored = self.catalog.signatures([matches[0].id]).get(matches[0].id) or signature()
+        self.catalog.add_indexed(
+            [NewImage(entry.path, entry.size, entry.mtime_ns, content_hash, size[0], size[1], vector, stored)]
+        )
         self.report.reused += 1
         return True
 
@@ -242,6 +294,10 @@ def _new_image(
     return NewImage(
         entry.path, entry.size, entry.mtime_ns, decoded.content_hash, decoded.width, decoded.height, vector, signature
     )
+
+
+def _given(signature: StoredSignature | None) -> StoredSignature | None:
+    return signature
 
 
 def signature_of(path: str, decoded: DecodedImage) -> StoredSignature | None:
@@ -286,15 +342,20 @@ class MappedImage:
     height: int = 0
     vector: np.ndarray | None = None
     error: str | None = None
+    signature: StoredSignature | None = None
 
 
-def map_files(entries: list[FileEntry], embedder: Embedder, input_size: int) -> list[MappedImage]:
+def map_files(
+    entries: list[FileEntry], embedder: Embedder, input_size: int, max_megapixels: float | None = None
+) -> list[MappedImage]:
     """Decode and embed files: a pure function of the files, for a worker process or a cluster task."""
-    decoded = [(entry, decode_entry(entry.path, input_size)) for entry in entries]
+    decoded = [(entry, decode_entry(entry.path, input_size, max_megapixels)) for entry in entries]
     good = [(entry, image) for entry, image in decoded if isinstance(image, DecodedImage)]
     vectors = embedder.embed(np.stack([image.pixels for _, image in good])) if good else np.zeros((0, embedder.dim))
     mapped = {
-        entry.path: MappedImage(entry, image.content_hash, image.width, image.height, vector)
+        entry.path: MappedImage(
+            entry, image.content_hash, image.width, image.height, vector, signature=signature_of(entry.path, image)
+        )
         for (entry, image), vector in zip(good, vectors)
     }
     return [

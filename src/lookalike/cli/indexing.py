@@ -30,9 +30,22 @@ from .common import (
 @index_options
 @device_option
 @click.option("--workers", type=click.IntRange(1), help="Decoding processes (default: one per core).")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Images per model run (with --ray: per shard).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @max_megapixels_option
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Decode and embed on this Ray cluster (auto, HOST:PORT, ray://HOST:PORT); every node must read "
+    "PHOTO_DIR under the same path. Needs lookalike[ray].",
+)
 def index(
     photo_dir: str,
     index_dir: str,
@@ -49,6 +62,7 @@ def index(
     batch_size: int,
     quiet: bool,
     max_megapixels: float | None,
+    ray_address: str | None,
 ) -> None:
     """Index every image under PHOTO_DIR (again: only new or changed files are embedded)."""
     from ..collection import Collection
@@ -70,6 +84,7 @@ def index(
                 on_skip=lambda path, reason: skipped.append((path, reason)),
                 workers=workers,
                 batch_size=batch_size,
+                ray_address=ray_address,
             )
             return report, collection.current_plan()
 

@@ -1,0 +1,116 @@
+"""Ingest throughput on a local Ray cluster against a local run, and the driver's own CPU time per image.
+
+    python benchmarks/ray_ingest.py --images 1200          # as root: it makes a loopback-only network namespace
+
+Makes --images seeded copies of scikit-image's photos (cropped, mirrored, retoned JPEGs, about 50 KB each),
+indexes them once without Ray, then on a cluster of 1 and of 2 nodes of one CPU each, started on 127.0.0.1
+inside new network and PID namespaces (only loopback exists there; every Ray process ends with them). Each run
+is a new `lookalike index` process into a new collection: imports, connecting and model loads are included.
+The driver's CPU time (user + system of the `lookalike index` process) is measured at --images and at a third
+of it; their difference per image is the driver's cost per image, imports and connecting left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PORT = 6379
+
+
+def make_photos(folder: Path, count: int, seed: int = 7) -> None:
+    from PIL import ImageEnhance, ImageOps
+
+    from lookalike.demo import SAMPLE_PHOTOS, sample_photo
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = {name: sample_photo(name) for name in SAMPLE_PHOTOS}
+    for number in range(count):
+        name = SAMPLE_PHOTOS[number % len(SAMPLE_PHOTOS)]
+        image = photos[name]
+        w, h = image.size
+        box = (rng.randint(0, w // 6), rng.randint(0, h // 6), w - rng.randint(0, w // 6), h - rng.randint(0, h // 6))
+        image = image.crop(box)
+        if rng.random() < 0.5:
+            image = ImageOps.mirror(image)
+        image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.8, 1.2))
+        image.save(folder / f"{name}-{number:05d}.jpg", quality=rng.randint(70, 95))
+
+
+def timed_index(photos: Path, index: Path, *extra: str) -> tuple[float, float, str]:
+    """Wall seconds, driver CPU seconds and the summary line of one `lookalike index` process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "lookalike", "index", str(photos), "--index", str(index), *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done.stdout.splitlines()[0]
+
+
+def ray_cli(*args: str) -> None:
+    ray = str(Path(sys.executable).with_name("ray"))
+    subprocess.run([ray, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def inside(work: Path, count: int) -> None:
+    """Run in the namespaces: the local run, then clusters of 1 and 2 nodes."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    small = work / "photos-third"
+    rows = [("local", *timed_index(work / "photos", work / "local.idx"))]
+    node = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    for nodes in (1, 2):
+        ray_cli("start", "--head", f"--port={PORT}", "--include-dashboard=false", f"--temp-dir={work / 'r'}", *node)
+        if nodes == 2:
+            ray_cli("start", f"--address=127.0.0.1:{PORT}", *node)
+        try:
+            address = ["--ray", f"127.0.0.1:{PORT}"]
+            rows.append((f"ray, {nodes} node(s)", *timed_index(work / "photos", work / f"ray{nodes}.idx", *address)))
+            rows.append((f"ray, {nodes} node(s), a third", *timed_index(small, work / f"ray{nodes}s.idx", *address)))
+        finally:
+            ray_cli("stop", "--force")
+    for name, wall, cpu, summary in rows:
+        print(f"{name:28} wall {wall:6.1f} s  driver cpu {cpu:5.2f} s  | {summary}")
+    for nodes in (1, 2):
+        full = next(r for r in rows if r[0] == f"ray, {nodes} node(s)")
+        third = next(r for r in rows if r[0] == f"ray, {nodes} node(s), a third")
+        per_image = (full[2] - third[2]) / (count - count // 3)
+        print(f"driver cpu per image, {nodes} node(s): {1000 * per_image:.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1200)
+    parser.add_argument("--inside", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inside:
+        inside(Path(args.inside), args.images)
+        return
+    work = Path(tempfile.mkdtemp(prefix="raybench"))  # short: Ray's socket paths must fit in 107 bytes
+    try:
+        make_photos(work / "photos", args.images)
+        make_photos(work / "photos-third", args.images // 3, seed=8)
+        namespaces = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
+        me = [sys.executable, __file__, "--images", str(args.images), "--inside", str(work)]
+        subprocess.run([*namespaces, *me], check=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

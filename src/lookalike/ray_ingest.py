@@ -1,0 +1,172 @@
+"""The map step of ingest on a Ray cluster: shards of files decoded and embedded by the cluster's workers.
+
+The driver (the process that holds the collection) scans and diffs as in a local run; only the files to
+process travel, as shards of paths, to Ray tasks that run `ingest.map_files`. Each worker process loads the
+embedder once and keeps it for every later shard it is given. Results come back as they finish, in any order,
+and the driver commits each shard in its own transaction through the same commit step as a local run: a
+driver that dies keeps every committed shard, and the next run resumes from them. A worker that dies is
+retried by Ray.
+
+Every node reads the photos itself, under the same path as the driver: the folder must be on a filesystem
+that every node mounts at the same place. Every node needs the same lookalike and embedder weights; a shard
+embedded with other weights is refused.
+
+Ray is imported only here, only when a cluster is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .embedders import Embedder, load_embedder
+from .errors import EmbedderMismatchError, InvalidArgumentError
+from .files import FileEntry
+from .ingest import MappedImage, map_files
+
+SHARD_SIZE = 64
+CONNECT_TIMEOUT_S = 10.0  # ray.init waits minutes on an address where nothing answers: a plain socket says at once
+SHARDS_PER_CPU = 2  # shards in flight per CPU of the cluster: enough to keep every worker busy while one commits
+
+_WORKER_EMBEDDERS: dict[tuple[str, str, str], Embedder] = {}  # per worker process: loaded once, kept
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What a worker needs to map one shard: the files and how to embed them."""
+
+    entries: list[FileEntry]
+    embedder_name: str
+    device: str
+    engine: str
+    input_size: int
+    max_megapixels: float | None
+
+
+def map_shard(job: ShardJob) -> tuple[str, list[MappedImage]]:
+    """Run on a worker: the identity of the embedder used and the map step's results for the shard's files."""
+    key = (job.embedder_name, job.device, job.engine)
+    embedder = _WORKER_EMBEDDERS.get(key)
+    if embedder is None:
+        embedder = _WORKER_EMBEDDERS[key] = load_embedder(job.embedder_name, job.device, job.engine)
+    return embedder.identity, map_files(job.entries, embedder, job.input_size, job.max_megapixels)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as error:
+        raise InvalidArgumentError(
+            "indexing on a Ray cluster needs the ray package: install lookalike[ray]", "ray_address"
+        ) from error
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Raise when nothing accepts a connection at a head node's HOST:PORT (other address forms are left to Ray)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise InvalidArgumentError(
+            f"no Ray cluster answers at {address}: {error.strerror or error}", "ray_address"
+        ) from error
+
+
+class RayMapper:
+    """Maps files on a Ray cluster in shards: an `ingest.Mapper` for `Ingester`.
+
+    `address` is what `ray.init` takes: "auto" (the RAY_ADDRESS environment variable, else the cluster started
+    on this machine), "HOST:PORT" of a head node, or "ray://HOST:PORT" of a Ray client server.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        embedder_name: str,
+        embedder_identity: str,
+        input_size: int,
+        device: str = "auto",
+        engine: str = "auto",
+        max_megapixels: float | None = None,
+        shard_size: int = SHARD_SIZE,
+    ) -> None:
+        if shard_size < 1:
+            raise InvalidArgumentError(f"a shard holds at least one file, not {shard_size}", "shard_size")
+        _ray()  # before any scanning: a missing ray is said at once
+        self.address = address
+        self.embedder_name = embedder_name
+        self.embedder_identity = embedder_identity
+        self.input_size = input_size
+        self.device = device
+        self.engine = engine
+        self.max_megapixels = max_megapixels
+        self.shard_size = shard_size
+        self._connected = False  # whether this mapper connected the process to the cluster (and so disconnects it)
+
+    def _connect(self) -> Any:
+        ray = _ray()
+        if ray.is_initialized():
+            return ray
+        _check_reachable(os.environ.get("RAY_ADDRESS", "auto") if self.address == "auto" else self.address)
+        try:
+            ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as error:
+            raise InvalidArgumentError(
+                f"cannot reach the Ray cluster at {self.address}: {error}", "ray_address"
+            ) from error
+        self._connected = True
+        return ray
+
+    def _shards(self, todo: Iterator[FileEntry]) -> Iterator[ShardJob]:
+        shard: list[FileEntry] = []
+        for entry in todo:
+            shard.append(entry)
+            if len(shard) >= self.shard_size:
+                yield self._job(shard)
+                shard = []
+        if shard:
+            yield self._job(shard)
+
+    def _job(self, entries: list[FileEntry]) -> ShardJob:
+        return ShardJob(entries, self.embedder_name, self.device, self.engine, self.input_size, self.max_megapixels)
+
+    def __call__(self, todo: Iterator[FileEntry], total: int) -> Iterator[list[MappedImage]]:
+        """Send the files in shards, a bounded number in flight, and yield each shard's results as it finishes."""
+        if total == 0:
+            return
+        ray = self._connect()
+        task = ray.remote(num_cpus=1, max_retries=3)(map_shard)
+        limit = max(2, SHARDS_PER_CPU * int(ray.cluster_resources().get("CPU", 1)))
+        shards = self._shards(todo)
+        pending: list[Any] = []
+        try:
+            for job in shards:
+                pending.append(task.remote(job))
+                if len(pending) >= limit:
+                    ready, pending = ray.wait(pending, num_returns=1)
+                    yield self._checked(ray.get(ready[0]))
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                yield self._checked(ray.get(ready[0]))
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+            if self._connected:
+                ray.shutdown()
+                self._connected = False
+
+    def _checked(self, result: tuple[str, list[MappedImage]]) -> list[MappedImage]:
+        identity, mapped = result
+        if identity != self.embedder_identity:
+            raise EmbedderMismatchError(
+                f"a worker of the Ray cluster embeds with {identity}, but the collection was embedded with "
+                f"{self.embedder_identity}: install the same lookalike and weights on every node"
+            )
+        return mapped
