@@ -49,8 +49,9 @@ def test_a_catalog_of_the_previous_version_keeps_its_rows_and_gains_the_duplicat
         connection.execute("INSERT INTO embeddings (image_id, vector) VALUES (1, ?)", (vector.tobytes(),))
     catalog = Catalog.open(folder)
     try:
-        assert catalog.connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert catalog.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert catalog.image_by_path("/photos/a.jpg") is not None
+        assert catalog.connection.execute("SELECT count(*) FROM embedding_checksums").fetchone()[0] == 1
         assert catalog.signatures([1]) == {}  # indexed before signatures: grouping falls back on embeddings
         decision = catalog.add_decision("not-duplicates", ["h1", "h2"])
         assert catalog.decisions() == [("not-duplicates", frozenset({"h1", "h2"}))] and decision == 1

@@ -100,8 +100,35 @@ def test_a_damaged_catalog_is_reported_not_repaired(collection_folder: Path) -> 
     assert "catalog" in result.stdout and "damaged" in result.stdout
 
 
+def test_a_flip_that_keeps_the_norm_is_caught_by_the_checksum(collection_folder: Path) -> None:
+    with sqlite3.connect(collection_folder / "catalog.sqlite") as connection:
+        [blob] = connection.execute("SELECT vector FROM embeddings WHERE image_id = 2").fetchone()
+        damaged = bytearray(blob)
+        damaged[0] ^= 0x01  # the lowest bit of the first float's mantissa: the norm moves by ~1e-8
+        connection.execute("UPDATE embeddings SET vector = ? WHERE image_id = 2", (bytes(damaged),))
+    vector = np.frombuffer(bytes(damaged), dtype=np.float32)
+    assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-3  # the norm rule alone would not see it
+    with Collection.open(collection_folder) as collection:
+        with pytest.raises(CorruptCatalogError, match="stored embedding of image 2"):
+            collection.search_ids([2], k=2)
+        collection.reindex("flat")
+        assert collection.index().count == 5
+    report = check_collection(collection_folder)
+    assert not report.healthy and "ids 2)" in report.findings[1].detail
+
+
+def test_a_catalog_of_schema_2_gets_checksums_for_what_it_stores(collection_folder: Path) -> None:
+    with sqlite3.connect(collection_folder / "catalog.sqlite") as connection:  # as an earlier lookalike left it
+        connection.execute("DROP TABLE embedding_checksums")
+        connection.execute("PRAGMA user_version = 2")
+    with Collection.open(collection_folder) as collection:
+        rows = collection.catalog.connection.execute("SELECT count(*) FROM embedding_checksums").fetchone()[0]
+        assert rows == collection.catalog.count_embeddings() == 6
+    assert check_collection(collection_folder).healthy
+
+
 def test_the_norm_rule_accepts_what_embedders_store() -> None:
-    from lookalike.catalog import sound_vectors
+    from lookalike.vector_integrity import sound_vectors
 
     unit = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)

@@ -27,9 +27,12 @@ from . import catalog_file
 from .catalog_duplicates import DuplicateTables, StoredSignature
 from .catalog_schema import MIGRATIONS, SCHEMA_VERSION, TABLE_ONLY_STEPS, as_temporary, climb_from_nothing, run_script
 from .errors import CollectionNotFoundError, CorruptCatalogError, NotIndexedError, SchemaVersionError
+from .vector_integrity import intact_rows, sound_vectors, vector_checksum
 
 CATALOG_FILE = "catalog.sqlite"
 IMAGE_COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, error"
+# Stored vectors with their checksums (None for a row without one).
+_WITH_CHECKSUMS = "FROM embeddings e LEFT JOIN embedding_checksums c ON c.image_id = e.image_id"
 
 
 @dataclass(frozen=True)
@@ -67,18 +70,6 @@ class NewImage:
     height: int
     vector: np.ndarray
     signature: StoredSignature | None = None  # older callers and reused rows without one store none
-
-
-def sound_vectors(vectors: np.ndarray, row_bytes: int) -> np.ndarray:
-    """Which rows look like what an embedder stores: finite, and unit length (or all zeros, for a blank image).
-
-    A flipped bit in a stored vector almost always breaks one of these; such a row must not be ranked.
-    """
-    if vectors.size == 0 or row_bytes % 4:
-        return np.zeros(len(vectors), dtype=bool)
-    with np.errstate(all="ignore"):
-        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
-    return np.isfinite(norms) & ((np.abs(norms - 1.0) < 1e-3) | (norms == 0.0))
 
 
 def encode_path(path: str) -> bytes:
@@ -237,11 +228,13 @@ class Catalog(DuplicateTables):
 
     def embedding(self, image_id: int) -> np.ndarray | None:
         """The stored vector of one image (CorruptCatalogError if its bytes are damaged)."""
-        row = self.connection.execute("SELECT vector FROM embeddings WHERE image_id = ?", (image_id,)).fetchone()
+        row = self.connection.execute(
+            f"SELECT e.vector, c.crc {_WITH_CHECKSUMS} WHERE e.image_id = ?", (image_id,)
+        ).fetchone()
         if row is None:
             return None
         vector = np.frombuffer(row[0], dtype=np.float32).copy()
-        if not sound_vectors(vector[None], len(row[0]))[0]:
+        if not (intact_rows([row])[0] and sound_vectors(vector[None], len(row[0]))[0]):
             raise CorruptCatalogError(
                 f"the stored embedding of image {image_id} in {self.path} is damaged: repair the collection, "
                 "or index its folder again"
@@ -257,9 +250,14 @@ class Catalog(DuplicateTables):
 
     def iter_embeddings(self, after_id: int = 0, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (ids int64, vectors float32) in id order, `batch_size` rows at a time, streaming."""
-        query = "SELECT image_id, vector FROM embeddings WHERE image_id > ? ORDER BY image_id LIMIT ?"
+        query = f"SELECT e.image_id, e.vector, c.crc {_WITH_CHECKSUMS} WHERE e.image_id > ? ORDER BY e.image_id LIMIT ?"
         for rows in self.pages(query, after_id, batch_size):
-            # Damaged rows (wrong length, not unit length) are left out: a damaged vector is never ranked.
+            # Damaged rows (checksum, length, not unit length) are left out: a damaged vector is never ranked.
+            intact = intact_rows(rows)
+            if not all(intact):
+                rows = [row for row, ok in zip(rows, intact) if ok]
+                if not rows:
+                    continue
             lengths = Counter(len(row[1]) for row in rows)
             size = lengths.most_common(1)[0][0]
             if len(lengths) > 1:
@@ -317,9 +315,11 @@ class Catalog(DuplicateTables):
                     ),
                 )
                 image_id = int(cursor.lastrowid or 0)  # always set after an INSERT
+                blob = np.ascontiguousarray(image.vector, dtype=np.float32).tobytes()
+                self.connection.execute("INSERT INTO embeddings (image_id, vector) VALUES (?, ?)", (image_id, blob))
                 self.connection.execute(
-                    "INSERT INTO embeddings (image_id, vector) VALUES (?, ?)",
-                    (image_id, np.ascontiguousarray(image.vector, dtype=np.float32).tobytes()),
+                    "INSERT OR REPLACE INTO embedding_checksums (image_id, crc) VALUES (?, ?)",
+                    (image_id, vector_checksum(blob)),
                 )
                 if image.signature is not None:
                     self._insert_signature(image_id, image.signature)
@@ -357,6 +357,7 @@ class Catalog(DuplicateTables):
         with self.transaction():
             for image_id in ids:
                 had_vector = self.connection.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,)).rowcount
+                self.connection.execute("DELETE FROM embedding_checksums WHERE image_id = ?", (image_id,))
                 # size -1 matches no file: the next scan sees the file as changed and embeds it.
                 self.connection.execute(
                     "UPDATE images SET status = 'skipped', error = ?, size = -1 WHERE id = ?", (reason, image_id)

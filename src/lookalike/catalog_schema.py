@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Callable
 
 from .catalog_duplicates import SCHEMA_2
+from .vector_integrity import vector_checksum
 
 # Version 1: images, embeddings, tombstones, meta.
 _SCHEMA_1 = """
@@ -35,6 +36,16 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+# Version 3: a checksum of every stored embedding, verified whenever vectors are read (a flipped bit that keeps a
+# vector's norm still changes its checksum).
+SCHEMA_3 = """
+CREATE TABLE embedding_checksums (
+    image_id INTEGER PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
+    crc INTEGER NOT NULL
+);
+"""
+
+
 def run_script(connection: sqlite3.Connection, script: str) -> None:
     # executescript would COMMIT the migration's transaction; run the statements one by one inside it.
     for statement in script.strip().split(";"):
@@ -44,14 +55,28 @@ def run_script(connection: sqlite3.Connection, script: str) -> None:
 
 # The schema ladder: MIGRATIONS[n] brings a catalog from version n to n + 1 (PRAGMA user_version). A new table
 # or column is a new step appended here; catalogs of every earlier version climb the steps they lack on open.
+def _add_checksums(connection: sqlite3.Connection) -> None:
+    """Step 3: the checksum table, filled for the embeddings already stored (a page at a time)."""
+    run_script(connection, SCHEMA_3)
+    after = 0
+    query = "SELECT image_id, vector FROM embeddings WHERE image_id > ? ORDER BY image_id LIMIT 4096"
+    while rows := connection.execute(query, (after,)).fetchall():
+        connection.executemany(
+            "INSERT INTO embedding_checksums (image_id, crc) VALUES (?, ?)",
+            [(image_id, vector_checksum(vector)) for image_id, vector in rows],
+        )
+        after = rows[-1][0]
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda connection: run_script(connection, _SCHEMA_1),
     lambda connection: run_script(connection, SCHEMA_2),  # signatures, decisions, quarantined rows
+    _add_checksums,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Steps that only add tables. A catalog that cannot be written (read-only media) and lacks them gets them as empty
 # temporary tables of its connection instead: what they would hold anyway, since nothing of this version wrote them.
-TABLE_ONLY_STEPS = {1: SCHEMA_2}
+TABLE_ONLY_STEPS = {1: SCHEMA_2, 2: SCHEMA_3}
 
 
 def as_temporary(script: str) -> str:

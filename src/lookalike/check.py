@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import CATALOG_FILE, Catalog, sound_vectors
+from .catalog import CATALOG_FILE, Catalog
 from .errors import CorruptError, LookalikeError
 from .index_store import IndexStore, load_verified
 from .settings import MANIFEST_FILE, read_settings
 from .storage import FolderLock, remove_stale_scratch, scratch_files
+from .vector_integrity import intact_rows, sound_vectors
 
 REEMBED_REASON = "stored embedding damaged: embedded again by the next index run"
 
@@ -88,10 +89,14 @@ def _check_catalog(catalog: Catalog) -> Finding:
 
 def _damaged_embedding_ids(catalog: Catalog, dim: int) -> list[int]:
     damaged: list[int] = []
-    query = "SELECT image_id, vector FROM embeddings WHERE image_id > ? ORDER BY image_id LIMIT ?"
+    query = (
+        "SELECT e.image_id, e.vector, c.crc FROM embeddings e LEFT JOIN embedding_checksums c"
+        " ON c.image_id = e.image_id WHERE e.image_id > ? ORDER BY e.image_id LIMIT ?"
+    )
     for rows in catalog.pages(query, 0, 4096):
-        right_size = [row for row in rows if len(row[1]) == dim * 4]
-        damaged += [row[0] for row in rows if len(row[1]) != dim * 4]
+        intact = intact_rows(rows)
+        right_size = [row for row, ok in zip(rows, intact) if ok and len(row[1]) == dim * 4]
+        damaged += [row[0] for row, ok in zip(rows, intact) if not ok or len(row[1]) != dim * 4]
         if right_size:
             vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in right_size])
             damaged += [row[0] for row, ok in zip(right_size, sound_vectors(vectors, dim * 4)) if not ok]
@@ -103,7 +108,7 @@ def _check_embeddings(catalog: Catalog, repair: bool) -> Finding:
     damaged = _damaged_embedding_ids(catalog, settings.dim)
     total = catalog.count_embeddings()
     if not damaged:
-        return Finding("embeddings", True, f"{total} stored embeddings of {settings.dim} dimensions, all sound")
+        return Finding("embeddings", True, f"{total} stored embeddings of {settings.dim} dimensions, checksums ok")
     detail = f"{len(damaged)} of {total} stored embeddings are damaged (ids {', '.join(map(str, damaged[:5]))}" + (
         ", ...)" if len(damaged) > 5 else ")"
     )
