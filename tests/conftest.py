@@ -97,3 +97,25 @@ def ivf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tune") / "idx"
     make_collection(folder, mixture(20_000), "ivf", {"nlist": 128})
     return folder
+
+
+# --- disks of their own: small, full or read-only ---------------------------------------------------------
+
+
+@pytest.fixture
+def media(tmp_path: Path):  # noqa: ANN201 - yields the mount point
+    """A 16 MiB tmpfs of this test's own (needs root; skipped elsewhere), unmounted afterwards.
+
+    `remount(media, "ro")` makes it read-only, `remount(media, "size=64m")` bigger; a file left open blocks "ro".
+    """
+    import subprocess
+
+    mount_point = tmp_path / "media"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from disks import remount
 from lookalike.catalog import MIGRATIONS, SCHEMA_VERSION, Catalog, NewImage
 from lookalike.errors import CollectionNotFoundError, SchemaVersionError
 from lookalike.planner import plan_index
@@ -59,30 +60,20 @@ def test_a_catalog_of_the_previous_version_keeps_its_rows_and_gains_the_duplicat
         catalog.close()
 
 
-def test_a_previous_version_catalog_on_read_only_media_opens_without_the_new_tables_filled(tmp_path: Path) -> None:
-    import subprocess
-
-    mount_point = tmp_path / "media"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], check=False)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+def test_a_previous_version_catalog_on_read_only_media_opens_without_the_new_tables_filled(media: Path) -> None:
+    (media / "idx").mkdir()
+    connection = sqlite3.connect(media / "idx" / "catalog.sqlite")
+    with connection:
+        MIGRATIONS[0](connection)
+        connection.execute("PRAGMA user_version = 1")
+    connection.close()  # the mount must have no open file to become read-only
+    remount(media, "ro")
+    catalog = Catalog.open(media / "idx")
     try:
-        (mount_point / "idx").mkdir()
-        connection = sqlite3.connect(mount_point / "idx" / "catalog.sqlite")
-        with connection:
-            MIGRATIONS[0](connection)
-            connection.execute("PRAGMA user_version = 1")
-        connection.close()  # the mount must have no open file to become read-only
-        subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
-        catalog = Catalog.open(mount_point / "idx")
-        try:
-            assert catalog.signatures([1]) == {} and catalog.decisions() == []
-            assert catalog.connection.execute("PRAGMA user_version").fetchone()[0] == 1  # nothing was written
-        finally:
-            catalog.close()
+        assert catalog.signatures([1]) == {} and catalog.decisions() == []
+        assert catalog.connection.execute("PRAGMA user_version").fetchone()[0] == 1  # nothing was written
     finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
+        catalog.close()
 
 
 def test_a_signature_is_stored_with_its_row_and_goes_with_it(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from disks import remount
 from lookalike import Collection, EmbedderMismatchError, LookalikeError, NotIndexedError
 from lookalike.demo import SAMPLE_PHOTOS, TRANSFORMS, sample_photo, save_exif_rotated
 
@@ -200,36 +201,28 @@ def test_factory_strings_that_failed_after_building_are_refused_or_searchable(
     assert len(hits) == 5 and 2 not in {hit.id for hit in hits}
 
 
-def test_a_collection_on_read_only_media_searches_and_its_writers_say_why_they_cannot(tmp_path: Path) -> None:
+def test_a_collection_on_read_only_media_searches_and_its_writers_say_why_they_cannot(
+    tmp_path: Path, media: Path
+) -> None:
     import subprocess
     import sys
 
-    mount_point = tmp_path / "media"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], check=False)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        photos = tmp_path / "photos"
-        photos.mkdir()
-        for name in SAMPLE_PHOTOS[:4]:
-            sample_photo(name).save(photos / f"{name}.jpg", quality=90)
-        with Collection.create(mount_point / "idx", embedder="colour-layout") as collection:
-            collection.add_folder(photos)
-        subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in SAMPLE_PHOTOS[:4]:
+        sample_photo(name).save(photos / f"{name}.jpg", quality=90)
+    with Collection.create(media / "idx", embedder="colour-layout") as collection:
+        collection.add_folder(photos)
+    remount(media, "ro")
 
-        def lookalike(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run([sys.executable, "-m", "lookalike", *args], capture_output=True, text=True)
+    def lookalike(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lookalike", *args], capture_output=True, text=True)
 
-        info = lookalike("info", "--index", str(mount_point / "idx"))
-        assert info.returncode == 0 and "4 indexed" in info.stdout, info.stderr
-        search = lookalike("search", str(photos / "coffee.jpg"), "--index", str(mount_point / "idx"), "--json")
-        assert search.returncode == 0, search.stderr
-        assert Path(json.loads(search.stdout)[0]["results"][0]["path"]).name == "coffee.jpg"
-        update = lookalike("index", str(photos), "--index", str(mount_point / "idx"))
-        assert update.returncode == 1 and "Traceback" not in update.stderr
-        assert update.stderr.strip().splitlines() == [
-            f"error: cannot update {mount_point / 'idx'}: Read-only file system"
-        ]
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    info = lookalike("info", "--index", str(media / "idx"))
+    assert info.returncode == 0 and "4 indexed" in info.stdout, info.stderr
+    search = lookalike("search", str(photos / "coffee.jpg"), "--index", str(media / "idx"), "--json")
+    assert search.returncode == 0, search.stderr
+    assert Path(json.loads(search.stdout)[0]["results"][0]["path"]).name == "coffee.jpg"
+    update = lookalike("index", str(photos), "--index", str(media / "idx"))
+    assert update.returncode == 1 and "Traceback" not in update.stderr
+    assert update.stderr.strip().splitlines() == [f"error: cannot update {media / 'idx'}: Read-only file system"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from disks import remount
 from lookalike import Collection
 from lookalike.demo import sample_photo
 
@@ -222,17 +223,10 @@ def test_a_missing_index_file_is_rebuilt_from_the_catalog(index_copy: Path) -> N
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path):
+def tiny_disk(media: Path) -> Path:
     """A 1 MiB tmpfs (needs root; skipped elsewhere), unmounted afterwards."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    remount(media, "size=1m")
+    return media
 
 
 def test_a_full_disk_stops_cleanly_and_keeps_committed_work(tmp_path: Path, tiny_disk: Path) -> None:
@@ -250,7 +244,7 @@ def test_a_full_disk_stops_cleanly_and_keeps_committed_work(tmp_path: Path, tiny
     assert full.stderr.count("\n") == 1 and full.stderr.startswith("error: cannot write"), full.stderr
     kept = _committed(index)
     assert 0 < kept < 300
-    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
+    remount(tiny_disk, "size=64m")
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     with Collection.open(index) as collection:
