@@ -25,7 +25,7 @@ from .errors import CorruptIndexError, IndexSpecError
 from .factory_check import check_factory
 from .index import INDEX_FILE, METRICS, MMAP_FLAGS, VectorIndex, faiss_reason
 from .planner import IndexPlan, plan_index
-from .settings import IndexState, Settings, read_settings, store_settings, write_manifest
+from .settings import IndexState, Settings, read_settings, store_settings, with_changes, write_manifest
 from .storage import file_checksum, file_fingerprint
 
 Notice = Callable[[str], None]
@@ -191,7 +191,7 @@ class IndexStore:
 
         settings = read_settings(self.catalog)
         preprocessing = get_embedder_spec(settings.embedder_name).preprocessing if settings.embedder_name else ""
-        write_manifest(self.folder, _with_plan(settings, self.current_plan()), preprocessing)
+        write_manifest(self.folder, with_changes(settings, index_plan=self.current_plan()), preprocessing)
 
     # --- readers (never write) --------------------------------------------------------------
 
@@ -220,9 +220,3 @@ class IndexStore:
 
     def _has_embeddings_after(self, image_id: int) -> bool:
         return next(self.catalog.iter_embeddings(after_id=image_id, batch_size=1), None) is not None
-
-
-def _with_plan(settings: Settings, plan: IndexPlan) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, index_plan=plan)
