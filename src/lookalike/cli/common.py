@@ -36,7 +36,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def run(action: Callable[[], Any]) -> Any:
-    """Run a library call; a LookalikeError becomes one line on stderr (with the flag to change) and exit status 1."""
+    """Run a library call; a LookalikeError becomes one line on stderr (with the flag to change) and exit status 1.
+
+    Ctrl-C is not caught here: the command group turns it into one line and status 130 wherever it lands.
+    """
     from ..errors import CollectionNotFoundError, EmbedderMismatchError, InvalidArgumentError, LookalikeError
 
     try:
@@ -51,14 +54,6 @@ def run(action: Callable[[], Any]) -> Any:
         fail(f"{error} ({flag})" if flag else str(error))
     except LookalikeError as error:
         fail(str(error))
-    except KeyboardInterrupt:
-        click.echo(INTERRUPTED, err=True)
-        sys.exit(130)
-    except ImportError as error:
-        if not interrupted_import(error):
-            raise
-        click.echo(INTERRUPTED, err=True)
-        sys.exit(130)
     except OSError as error:
         fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
 
