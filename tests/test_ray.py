@@ -116,6 +116,28 @@ print(f"killed={driver.wait()} committed={committed}")
 """
 
 
+# Runs a driver and kills one of the cluster's workers with SIGKILL while it maps a shard; prints what happened.
+WORKER_KILLER = """
+import os, signal, subprocess, sys, time
+
+driver = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+victim, deadline = None, time.monotonic() + 300
+while victim is None and driver.poll() is None and time.monotonic() < deadline:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if cmdline.read().startswith(b"ray::map_shard"):
+                    victim = int(pid)
+                    break
+        except OSError:
+            pass
+    time.sleep(0.01)
+if victim is not None:
+    os.kill(victim, signal.SIGKILL)
+print(f"worker_killed={victim is not None} driver={driver.wait()}")
+"""
+
+
 def _rows(folder: Path) -> dict[str, tuple[str | None, np.ndarray | None]]:
     with Collection.open(folder, read_only=True) as collection:
         catalog = collection.catalog
@@ -139,13 +161,35 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
     # Shards of 4 files: several per node. A first driver is killed with SIGKILL after two shards are committed;
     # the second resumes; the third finds the cluster through RAY_ADDRESS and nothing left to do.
     index = [sys.executable, "-m", "lookalike", "index", str(photos), "--index", str(clustered), "--batch-size", "4"]
-    killer = tmp_path / "killer.py"
+    killer, worker_killer = tmp_path / "killer.py", tmp_path / "worker_killer.py"
     killer.write_text(KILLER)
+    worker_killer.write_text(WORKER_KILLER)
+    survived = tmp_path / "survived.idx"
+    rebuilt, rebuilt_here = tmp_path / "rebuilt.idx", tmp_path / "rebuilt-here.idx"
+    reindex = [sys.executable, "-m", "lookalike", "reindex", "--kind", "IVF4,Flat"]  # 4 lists: the nprobe 1 matters
     output = _on_cluster(
         [
             [sys.executable, str(killer), str(clustered / "catalog.sqlite"), "8", *index, "--ray", f"127.0.0.1:{PORT}"],
             [*index, "--ray", f"127.0.0.1:{PORT}"],
             ["env", f"RAY_ADDRESS=127.0.0.1:{PORT}", *index, "--ray", "auto"],
+            # A worker killed mid-shard: Ray runs its shard again elsewhere, and the run completes.
+            [
+                sys.executable,
+                str(worker_killer),
+                *index[:4],
+                str(photos),
+                "--index",
+                str(survived),
+                "--batch-size",
+                "4",
+                "--ray",
+                f"127.0.0.1:{PORT}",
+            ],
+            # The index built in shards on the cluster, and the same collection rebuilt here.
+            ["cp", "-r", str(clustered), str(rebuilt)],
+            ["cp", "-r", str(clustered), str(rebuilt_here)],
+            [*reindex, "--index", str(rebuilt), "--ray", f"127.0.0.1:{PORT}", "--shard-size", "8"],
+            [*reindex, "--index", str(rebuilt_here)],
         ],
         tmp_path / "cluster.log",
     )
@@ -187,6 +231,20 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
         for mine, theirs in zip(one.search(queries, k=5, mode="fast"), other.search(queries, k=5, mode="fast")):
             assert _ranking(mine.hits) == _ranking(theirs.hits)
         assert [r.path for r in other.catalog.skipped_images()] == [str(photos / "broken.jpg")]
+
+    # The worker killed mid-shard cost nothing: every file is in the catalog, embedded once.
+    assert "worker_killed=True driver=0" in output, output
+    assert sorted(_rows(survived)) == sorted(local_rows)
+
+    # Built in shards on the cluster or in one process here: the same IVF index, the same hits at nprobe 1.
+    assert output.count("rebuilt: IVF4,Flat (factory") == 2, output
+    assert f"{files - 1} vectors added in 6 shards on the Ray cluster at 127.0.0.1:{PORT}, merged here" in output
+    with Collection.open(rebuilt) as sharded, Collection.open(rebuilt_here) as single:
+        assert sharded.index().count == single.index().count == files - 1
+        for mine, theirs in zip(
+            sharded.search(queries, k=5, mode="fast", nprobe=1), single.search(queries, k=5, mode="fast", nprobe=1)
+        ):
+            assert _ranking(mine.hits) == _ranking(theirs.hits)
 
 
 def test_an_address_where_no_cluster_answers_is_refused_and_nothing_is_committed(tmp_path: Path) -> None:

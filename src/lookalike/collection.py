@@ -233,18 +233,37 @@ class Collection(Searching, DuplicateFinding):
             shard_size,
         )
 
-    def reindex(self, kind: str | None = None, metric: str | None = None, options: dict | None = None) -> IndexPlan:
+    def reindex(
+        self,
+        kind: str | None = None,
+        metric: str | None = None,
+        options: dict | None = None,
+        ray_address: str | None = None,
+        shard_size: int | None = None,
+    ) -> IndexPlan:
         """Rebuild the Faiss index from the stored embeddings (no CNN), optionally as another kind.
 
+        With `ray_address`, an IVF kind is built on that Ray cluster: trained here, its shards of
+        `shard_size` vectors added by the cluster's workers and merged here (`ray_build.py`).
         The settings change only once the new index is built and saved.
         """
         self._check_writable()
+        adder = None
+        if ray_address is not None:
+            from .ray_build import RayShardAdder
+            from .sharded_build import SHARD_VECTORS
+
+            adder = RayShardAdder(ray_address, shard_size or SHARD_VECTORS)
         with self._lock.hold():
             if kind and options is None:
                 options = {}
             plan = self.store.planned(kind, metric, options)
             self._index = self.store.rebuild(
-                plan, index_kind=kind or self.settings.index_kind, metric=plan.metric, index_options=options
+                plan,
+                adder=adder,
+                index_kind=kind or self.settings.index_kind,
+                metric=plan.metric,
+                index_options=options,
             )
             return plan
 

@@ -14,7 +14,7 @@ CorruptIndexError when file and catalog are out of step (a writer between its tw
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import faiss
@@ -26,9 +26,11 @@ from .factory_check import check_factory
 from .index import INDEX_FILE, METRICS, MMAP_FLAGS, VectorIndex, faiss_reason
 from .planner import IndexPlan, plan_index
 from .settings import IndexState, Settings, read_settings, store_settings, with_changes, write_manifest
+from .sharded_build import ShardAdder, builds_in_shards
 from .storage import file_checksum, file_fingerprint
 
 Notice = Callable[[str], None]
+Shard = tuple[np.ndarray, np.ndarray]  # (ids, vectors)
 DEFAULT_TRAIN_SIZE = 10_000
 
 
@@ -152,18 +154,27 @@ class IndexStore:
             self.save(index, high_water)
         return index
 
-    def rebuild(self, plan: IndexPlan | None = None, save: bool = True, **settings_changes: object) -> VectorIndex:
-        """Build the index from the stored embeddings; with `save`, write it and record it (and the changes)."""
+    def rebuild(
+        self,
+        plan: IndexPlan | None = None,
+        save: bool = True,
+        adder: ShardAdder | None = None,
+        **settings_changes: object,
+    ) -> VectorIndex:
+        """Build the index from the stored embeddings; with `save`, write it and record it (and the changes).
+
+        With `adder`, an IVF kind's vectors are added in shards elsewhere (a cluster) and merged here.
+        """
         plan = plan or self.planned()
         if plan.factory != self.current_plan().factory:
             settings_changes["search_defaults"] = {}  # tuned knobs belong to the old index
-        index, high_water = self.build(plan)
+        index, high_water = self.build(plan, adder)
         if save:
             self.save(index, high_water, plan, **settings_changes)
             self.catalog.clear_tombstones(high_water)
         return index
 
-    def build(self, plan: IndexPlan) -> tuple[VectorIndex, int]:
+    def build(self, plan: IndexPlan, adder: ShardAdder | None = None) -> tuple[VectorIndex, int]:
         """An index for `plan` holding every stored embedding, in memory; and the highest id it covers."""
         dim = read_settings(self.catalog).dim
         # Factory strings Faiss builds but that then fail, or crash the process, on this many vectors.
@@ -172,6 +183,15 @@ class IndexStore:
         if not index.is_trained:
             index.train(self.catalog.sample_embeddings(plan.train_size or DEFAULT_TRAIN_SIZE))
         high_water = self.catalog.max_image_id()
+        if adder is not None and builds_in_shards(index):
+            sent = [0]
+            shards = adder(index, _counted(self.catalog.iter_embeddings(batch_size=adder.shard_vectors), sent))
+            if index.count != sent[0]:  # never save an index that lost a shard on the way
+                raise CorruptIndexError(f"the merged shards hold {index.count} vectors; {sent[0]} were sent")
+            self.on_notice(f"{index.count} vectors added in {shards} shards {adder.where}, merged here")
+            return index, high_water
+        if adder is not None:
+            self.on_notice(f"{plan.factory} is built on this machine: only IVF kinds are built in shards")
         for ids, vectors in self.catalog.iter_embeddings():
             index.add(ids, vectors)
         return index, high_water
@@ -220,3 +240,10 @@ class IndexStore:
 
     def _has_embeddings_after(self, image_id: int) -> bool:
         return next(self.catalog.iter_embeddings(after_id=image_id, batch_size=1), None) is not None
+
+
+def _counted(shards: Iterator[Shard], sent: list[int]) -> Iterator[Shard]:
+    """The shards, adding up in sent[0] how many vectors went out."""
+    for ids, vectors in shards:
+        sent[0] += len(ids)
+        yield ids, vectors

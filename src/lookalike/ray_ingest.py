@@ -16,9 +16,6 @@ Ray is imported only here, only when a cluster is used.
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +24,9 @@ from .embedders import Embedder, load_embedder
 from .errors import EmbedderMismatchError, InvalidArgumentError
 from .files import FileEntry
 from .ingest import MappedImage, map_files
+from .ray_cluster import ClusterSession, cluster_cpus, import_ray
 
 SHARD_SIZE = 64
-CONNECT_TIMEOUT_S = 10.0  # ray.init waits minutes on an address where nothing answers: a plain socket says at once
 SHARDS_PER_CPU = 2  # shards in flight per CPU of the cluster: enough to keep every worker busy while one commits
 
 _WORKER_EMBEDDERS: dict[tuple[str, str, str], Embedder] = {}  # per worker process: loaded once, kept
@@ -56,29 +53,6 @@ def map_shard(job: ShardJob) -> tuple[str, list[MappedImage]]:
     return embedder.identity, map_files(job.entries, embedder, job.input_size, job.max_megapixels)
 
 
-def _ray() -> Any:
-    try:
-        import ray
-    except ImportError as error:
-        raise InvalidArgumentError(
-            "indexing on a Ray cluster needs the ray package: install lookalike[ray]", "ray_address"
-        ) from error
-    return ray
-
-
-def _check_reachable(address: str) -> None:
-    """Raise when nothing accepts a connection at a head node's HOST:PORT (other address forms are left to Ray)."""
-    host, _, port = address.rpartition(":")
-    if "://" in address or not host or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as error:
-        raise InvalidArgumentError(
-            f"no Ray cluster answers at {address}: {error.strerror or error}", "ray_address"
-        ) from error
-
-
 class RayMapper:
     """Maps files on a Ray cluster in shards: an `ingest.Mapper` for `Ingester`.
 
@@ -99,7 +73,7 @@ class RayMapper:
     ) -> None:
         if shard_size < 1:
             raise InvalidArgumentError(f"a shard holds at least one file, not {shard_size}", "shard_size")
-        _ray()  # before any scanning: a missing ray is said at once
+        import_ray()  # before any scanning: a missing ray is said at once
         self.address = address
         self.embedder_name = embedder_name
         self.embedder_identity = embedder_identity
@@ -108,21 +82,6 @@ class RayMapper:
         self.engine = engine
         self.max_megapixels = max_megapixels
         self.shard_size = shard_size
-        self._connected = False  # whether this mapper connected the process to the cluster (and so disconnects it)
-
-    def _connect(self) -> Any:
-        ray = _ray()
-        if ray.is_initialized():
-            return ray
-        _check_reachable(os.environ.get("RAY_ADDRESS", "auto") if self.address == "auto" else self.address)
-        try:
-            ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as error:
-            raise InvalidArgumentError(
-                f"cannot reach the Ray cluster at {self.address}: {error}", "ray_address"
-            ) from error
-        self._connected = True
-        return ray
 
     def _shards(self, todo: Iterator[FileEntry]) -> Iterator[ShardJob]:
         shard: list[FileEntry] = []
@@ -141,26 +100,22 @@ class RayMapper:
         """Send the files in shards, a bounded number in flight, and yield each shard's results as it finishes."""
         if total == 0:
             return
-        ray = self._connect()
-        task = ray.remote(num_cpus=1, max_retries=3)(map_shard)
-        limit = max(2, SHARDS_PER_CPU * int(ray.cluster_resources().get("CPU", 1)))
-        shards = self._shards(todo)
-        pending: list[Any] = []
-        try:
-            for job in shards:
-                pending.append(task.remote(job))
-                if len(pending) >= limit:
+        with ClusterSession(self.address) as ray:
+            task = ray.remote(num_cpus=1, max_retries=3)(map_shard)
+            limit = max(2, SHARDS_PER_CPU * cluster_cpus(ray))
+            pending: list[Any] = []
+            try:
+                for job in self._shards(todo):
+                    pending.append(task.remote(job))
+                    if len(pending) >= limit:
+                        ready, pending = ray.wait(pending, num_returns=1)
+                        yield self._checked(ray.get(ready[0]))
+                while pending:
                     ready, pending = ray.wait(pending, num_returns=1)
                     yield self._checked(ray.get(ready[0]))
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                yield self._checked(ray.get(ready[0]))
-        finally:
-            for ref in pending:
-                ray.cancel(ref)
-            if self._connected:
-                ray.shutdown()
-                self._connected = False
+            finally:
+                for ref in pending:
+                    ray.cancel(ref)
 
     def _checked(self, result: tuple[str, list[MappedImage]]) -> list[MappedImage]:
         identity, mapped = result

@@ -111,6 +111,18 @@ def index(
 @click.option("--kind", required=True, help="flat, ivf, ivfpq, hnsw, auto or any Faiss index_factory string.")
 @click.option("--metric", type=click.Choice(["cosine", "l2"]), help="Change the similarity measure.")
 @index_options
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Add the vectors on this Ray cluster (auto, HOST:PORT, ray://HOST:PORT), in shards merged here; "
+    "IVF kinds only. Needs lookalike[ray].",
+)
+@click.option(
+    "--shard-size",
+    type=click.IntRange(1),
+    help="With --ray: vectors per shard (default 50000).",
+)
 def reindex(
     index_dir: str,
     kind: str,
@@ -120,15 +132,20 @@ def reindex(
     nbits: int | None,
     hnsw_m: int | None,
     ef_construction: int | None,
+    ray_address: str | None,
+    shard_size: int | None,
 ) -> None:
     """Rebuild the Faiss index from the stored embeddings (the CNN does not run)."""
     from ..collection import Collection
 
     options = collect_options(nlist, pq_m, nbits, hnsw_m, ef_construction)
+    if shard_size is not None and ray_address is None:
+        fail("--shard-size needs --ray ADDRESS")
 
     def rebuild() -> Any:
         with Collection.open(index_dir, on_notice=notice) as collection:
-            return collection.reindex(kind, metric, options or None), collection.info()
+            plan = collection.reindex(kind, metric, options or None, ray_address=ray_address, shard_size=shard_size)
+            return plan, collection.info()
 
     plan, info = run(rebuild)
     click.echo(f"rebuilt: {plan.factory} ({plan.kind}; {plan.reason}) with {info.index_vectors} vectors")

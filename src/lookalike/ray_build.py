@@ -1,0 +1,65 @@
+"""Building the index on a Ray cluster: shards of stored embeddings added by the workers, merged by the driver.
+
+The driver (the process that holds the collection) trains the index on a sample as a local build does, puts
+the trained, empty index in the cluster's object store once, and streams the stored embeddings from the
+catalog in shards of `shard_vectors`: each task assigns and encodes one shard in a copy of the trained index
+(`sharded_build.add_shard`) and returns it; the driver merges each shard's inverted lists as it arrives, a
+bounded number in flight. The workers need neither the catalog nor the photos: the vectors travel with the
+task. A worker that dies is retried by Ray; nothing is saved until every shard is merged, so an interrupted
+build leaves the collection's index as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+from .index import VectorIndex
+from .ray_cluster import ClusterSession, cluster_cpus, import_ray
+from .sharded_build import SHARD_VECTORS, add_shard, merge_shard, trained_copy
+
+SHARDS_PER_CPU = 2  # in flight per CPU of the cluster: every worker busy while the driver merges one
+
+
+class RayShardAdder:
+    """Adds shards of vectors to a trained IVF index on a Ray cluster: a `sharded_build.ShardAdder`."""
+
+    def __init__(self, address: str, shard_vectors: int = SHARD_VECTORS) -> None:
+        if shard_vectors < 1:
+            raise InvalidArgumentError(f"a shard holds at least one vector, not {shard_vectors}", "shard_size")
+        import_ray()  # before any reading: a missing ray is said at once
+        self.address = address
+        self.shard_vectors = shard_vectors
+        self.where = f"on the Ray cluster at {address}"
+
+    def __call__(self, index: VectorIndex, shards: Iterator[tuple[np.ndarray, np.ndarray]]) -> int:
+        """Send each (ids, vectors) shard to a task, merge the results into `index` as they finish; count them."""
+        with ClusterSession(self.address) as ray:
+            trained = ray.put(trained_copy(index))
+            task = ray.remote(num_cpus=1, max_retries=3)(add_shard)
+            limit = max(2, SHARDS_PER_CPU * cluster_cpus(ray))
+            pending: list[Any] = []
+            merged = 0
+            try:
+                for ids, vectors in shards:
+                    pending.append(task.remote(trained, index.metric, ids, vectors))
+                    if len(pending) >= limit:
+                        pending = _merge_next(ray, index, pending)
+                        merged += 1
+                while pending:
+                    pending = _merge_next(ray, index, pending)
+                    merged += 1
+            finally:
+                for ref in pending:
+                    ray.cancel(ref)
+            return merged
+
+
+def _merge_next(ray: Any, index: VectorIndex, pending: list[Any]) -> list[Any]:
+    """Merge the first shard to finish; the ones still pending."""
+    ready, pending = ray.wait(pending, num_returns=1)
+    merge_shard(index, ray.get(ready[0]))
+    return pending
