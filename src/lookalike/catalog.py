@@ -263,7 +263,8 @@ class Catalog(DuplicateTables):
             if len(lengths) > 1:
                 rows = [row for row in rows if len(row[1]) == size]
             ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-            vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+            # One copy of all the rows' bytes into one writable buffer (np.stack would copy them twice).
+            vectors = np.frombuffer(bytearray().join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), -1)
             sound = sound_vectors(vectors, size)
             if sound.all():
                 yield ids, vectors
