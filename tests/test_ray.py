@@ -166,6 +166,7 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
     worker_killer.write_text(WORKER_KILLER)
     survived = tmp_path / "survived.idx"
     rebuilt, rebuilt_here = tmp_path / "rebuilt.idx", tmp_path / "rebuilt-here.idx"
+    on_gpus = [*index[:5], "--index", f"{clustered}-gpu", "--device", "cuda", "--ray", f"127.0.0.1:{PORT}"]
     reindex = [sys.executable, "-m", "lookalike", "reindex", "--kind", "IVF4,Flat"]  # 4 lists: the nprobe 1 matters
     output = _on_cluster(
         [
@@ -190,6 +191,8 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
             ["cp", "-r", str(clustered), str(rebuilt_here)],
             [*reindex, "--index", str(rebuilt), "--ray", f"127.0.0.1:{PORT}", "--shard-size", "8"],
             [*reindex, "--index", str(rebuilt_here)],
+            # The cluster has no GPU: --device cuda is refused at once instead of waiting forever for one.
+            ["sh", "-c", f"{' '.join(on_gpus)} || echo refused=$?"],
         ],
         tmp_path / "cluster.log",
     )
@@ -235,6 +238,9 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
     # The worker killed mid-shard cost nothing: every file is in the catalog, embedded once.
     assert "worker_killed=True driver=0" in output, output
     assert sorted(_rows(survived)) == sorted(local_rows)
+
+    assert "the Ray cluster at 127.0.0.1:6379 has no GPU" in output and "refused=1" in output, output
+    assert not (tmp_path / "ray.idx-gpu" / "index.faiss").exists()
 
     # Built in shards on the cluster or in one process here: the same IVF index, the same hits at nprobe 1.
     assert output.count("rebuilt: IVF4,Flat (factory") == 2, output

@@ -27,6 +27,7 @@ from .ingest import MappedImage, map_files
 from .ray_cluster import ClusterSession, cluster_cpus, import_ray
 
 SHARD_SIZE = 64
+TASKS_PER_GPU = 4  # shard tasks sharing one GPU: each decodes on its own CPU, so the model is rarely idle
 SHARDS_PER_CPU = 2  # shards in flight per CPU of the cluster: enough to keep every worker busy while one commits
 
 _WORKER_EMBEDDERS: dict[tuple[str, str, str], Embedder] = {}  # per worker process: loaded once, kept
@@ -101,7 +102,7 @@ class RayMapper:
         if total == 0:
             return
         with ClusterSession(self.address) as ray:
-            task = ray.remote(num_cpus=1, max_retries=3)(map_shard)
+            task = ray.remote(max_retries=3, **self._resources(ray))(map_shard)
             limit = max(2, SHARDS_PER_CPU * cluster_cpus(ray))
             pending: list[Any] = []
             try:
@@ -116,6 +117,18 @@ class RayMapper:
             finally:
                 for ref in pending:
                     ray.cancel(ref)
+
+    def _resources(self, ray: Any) -> dict[str, float]:
+        """What each shard's task holds: a CPU, and with device cuda a share of a GPU (several decode per GPU)."""
+        if self.device != "cuda":
+            return {"num_cpus": 1}
+        if not ray.cluster_resources().get("GPU"):
+            raise InvalidArgumentError(
+                f"device cuda was asked for, but the Ray cluster at {self.address} has no GPU "
+                "(start GPU nodes with ray start --num-gpus=N)",
+                "device",
+            )
+        return {"num_cpus": 1, "num_gpus": 1 / TASKS_PER_GPU}
 
     def _checked(self, result: tuple[str, list[MappedImage]]) -> list[MappedImage]:
         identity, mapped = result
