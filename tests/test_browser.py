@@ -115,8 +115,22 @@ def test_upload_then_search_by_a_result(server: str, originals: Path, tmp_path: 
             sync_api.expect(page.locator("#preview-caption")).to_have_text(query.name)
             assert page.locator("#grid").get_attribute("data-query") == f"upload:{query.name}"
             wait_for_thumbnails(page)
+
+            # Why the first hit is a copy: the matched region on the query and the verified matches, drawn.
+            why = cards.first.locator("button.why")
+            sync_api.expect(why).to_have_attribute("aria-expanded", "false")
+            why.click()
+            drawing = page.locator("#grid > li.evidence svg")
+            sync_api.expect(drawing.locator("rect.region")).to_have_count(1)
+            lines = drawing.locator("line.match")
+            assert 4 <= lines.count() <= 40
+            ends = lines.evaluate_all("ls => ls.map(l => [l.x1, l.x2].map(a => a.baseVal.value))")
+            assert all(x1 <= 240 < x2 for x1, x2 in ends)  # each joins a point of the query to one of the hit
+            sync_api.expect(page.locator("#grid > li.evidence figcaption")).to_contain_text("verified by")
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "browser.png"), full_page=True)
+            why.click()
+            sync_api.expect(page.locator("#grid > li.evidence")).to_have_count(0)
 
             second = cards.nth(1)
             picked_id = second.get_attribute("data-id")

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 SHORTLIST = 10  # candidates verified per query: the original is among the first 10 fused for most hard copies
 DECODE_SIDE = FEATURE_SIDE  # queries and candidates decode with sides of at least this: the features need detail
 QUERY_CHUNK = 16  # file queries searched per index batch; each holds its decoded picture until it is verified
+DRAWN_MATCHES = 40  # inlier pairs an explanation carries: enough to see the mapping, few enough to read
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,9 @@ class VerifyShortlist:
     def __call__(self, query: Query, hits: list[Hit]) -> list[Hit]:
         picture = self._picture_of(query)
         checks: list[Verification] = []
+        sizes: dict[int, tuple[int, int]] = {}  # each verified candidate's picture size, to place its matches
         if picture is not None and hits:
-            checks = verify_shortlist(picture, self._candidate_features(hits), min(self.shortlist, len(hits)))
+            checks = verify_shortlist(picture, self._candidate_features(hits, sizes), min(self.shortlist, len(hits)))
         order = rerank([hit.score for hit in hits], checks)[: self.k]
         size = picture.size if picture is not None else (1, 1)
         return [
@@ -127,7 +129,11 @@ class VerifyShortlist:
                 copy_score=score,
                 copy=score >= COPY_THRESHOLD,
                 evidence=self._evidence(
-                    query, hits[position], checks[position] if position < len(checks) else None, size
+                    query,
+                    hits[position],
+                    checks[position] if position < len(checks) else None,
+                    size,
+                    sizes.get(position, (1, 1)),
                 ),
             )
             for position, score in order
@@ -143,16 +149,27 @@ class VerifyShortlist:
             return open_picture_file(query.source, self.max_megapixels)
         return None
 
-    def _candidate_features(self, hits: list[Hit]) -> Callable[[int], LocalFeatures | None]:
+    def _candidate_features(
+        self, hits: list[Hit], sizes: dict[int, tuple[int, int]]
+    ) -> Callable[[int], LocalFeatures | None]:
         def features(position: int) -> LocalFeatures | None:
             try:
-                return extract_features(open_picture_file(hits[position].path, self.max_megapixels))
+                candidate = open_picture_file(hits[position].path, self.max_megapixels)
+                sizes[position] = candidate.size
+                return extract_features(candidate)
             except (ImageDecodeError, OSError):
                 return None  # moved or damaged since it was indexed: it stays unverified
 
         return features
 
-    def _evidence(self, query: Query, hit: Hit, check: Verification | None, size: tuple[int, int]) -> Evidence:
+    def _evidence(
+        self,
+        query: Query,
+        hit: Hit,
+        check: Verification | None,
+        size: tuple[int, int],
+        hit_size: tuple[int, int],
+    ) -> Evidence:
         view = self._closest_view(query, hit)
         kinds = query.kinds if isinstance(query, ViewedQuery) else ()
         boxes = query.boxes if isinstance(query, ViewedQuery) else ()
@@ -172,7 +189,8 @@ class VerifyShortlist:
             ),
             size,
         )
-        return Evidence(kind, box, check.inliers, check.mirrored, region, verified=True)
+        matches = _drawn_matches(points, check.candidate_points, size, hit_size)
+        return Evidence(kind, box, check.inliers, check.mirrored, region, verified=True, matches=matches)
 
     def _closest_view(self, query: Query, hit: Hit) -> int:
         """The view of the query whose vector is nearest the hit's stored embedding (the one fusion kept)."""
@@ -180,6 +198,17 @@ class VerifyShortlist:
             return 0
         stored = self.catalog.embedding(hit.id)
         return 0 if stored is None else int(np.argmax(query.vectors @ np.asarray(stored, dtype=np.float32)))
+
+
+def _drawn_matches(
+    query_points: np.ndarray, hit_points: np.ndarray, size: tuple[int, int], hit_size: tuple[int, int]
+) -> tuple[tuple[float, float, float, float], ...]:
+    """Up to DRAWN_MATCHES inlier pairs, spread over the list, as fractions of each picture's width and height."""
+    picked = np.unique(np.linspace(0, len(query_points) - 1, min(DRAWN_MATCHES, len(query_points))).astype(int))
+    scale = np.array([size[0], size[1], hit_size[0], hit_size[1]], dtype=np.float64).clip(min=1)
+    pairs = np.hstack([query_points[picked], hit_points[picked]]) / scale
+    rounded = pairs.clip(0.0, 1.0).round(4).tolist()
+    return tuple((qx, qy, hx, hy) for qx, qy, hx, hy in rounded)
 
 
 def _fraction(box: tuple[float, float, float, float], size: tuple[int, int]) -> Fraction:

@@ -60,6 +60,20 @@ class Evidence:
     mirrored: bool  # the matches hold between the query's mirror and the hit
     region: Fraction | None = None  # the part of the query the inliers cover, when verified
     verified: bool = False  # enough inliers to call the match geometric, not chance (see verify.py)
+    # Some verified inlier pairs, for drawing: (query x, query y, hit x, hit y), each a fraction of its picture.
+    matches: tuple[tuple[float, float, float, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of `evidence` in a hit: boxes as [left, top, right, bottom] fractions."""
+        return {
+            "view": self.view,
+            "box": list(self.box),
+            "inliers": self.inliers,
+            "verified": self.verified,
+            "mirrored": self.mirrored,
+            "region": list(self.region) if self.region is not None else None,
+            "matches": [list(match) for match in self.matches],
+        }
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,8 @@ class Hit:
         if self.copy_score is not None:
             shape["copy"] = bool(self.copy)
             shape["copy_score"] = round(float(self.copy_score), 6)
+        if self.evidence is not None:
+            shape["evidence"] = self.evidence.to_dict()
         return shape
 
 

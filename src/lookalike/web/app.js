@@ -206,6 +206,7 @@
         meta.append(copy);
       }
     }
+    if (hit.evidence && hit.evidence.verified) meta.append(whyButton(hit, item, img));
     meta.append(open);
 
     const file = document.createElement("p");
@@ -220,6 +221,85 @@
 
     item.append(button, bar, meta, file);
     return item;
+  }
+
+  // --- why a hit is a copy: the matched region and the verified matches, drawn ---------------------------------
+  const SVG = "http://www.w3.org/2000/svg";
+  const SIDE = 240; // each picture's box in the drawing, in SVG units
+  const GAP = 48;
+
+  function svg(name, attributes) {
+    const node = document.createElementNS(SVG, name);
+    for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
+    return node;
+  }
+
+  function fitted(image, left) {
+    // The picture's box, keeping its aspect ratio inside SIDE x SIDE (square until the image has loaded).
+    const width = image.naturalWidth || 1;
+    const height = image.naturalHeight || 1;
+    const scale = SIDE / Math.max(width, height);
+    return { x: left + (SIDE - width * scale) / 2, y: (SIDE - height * scale) / 2, w: width * scale, h: height * scale };
+  }
+
+  function describe(evidence) {
+    const [left, top, right, bottom] = evidence.box;
+    const whole = left === 0 && top === 0 && right === 1 && bottom === 1;
+    const where = whole ? "all of the query" : "part of the query";
+    const mirrored = evidence.mirrored ? ", the query mirrored" : "";
+    return "Found by the " + evidence.view + " view (" + where + "); verified by " + evidence.inliers +
+      " local matches under one perspective mapping" + mirrored + ".";
+  }
+
+  function evidenceFigure(hit, hitImage) {
+    const evidence = hit.evidence;
+    const query = fitted(els.previewImg, 0);
+    const found = fitted(hitImage, SIDE + GAP);
+    const drawing = svg("svg", { viewBox: "0 0 " + (2 * SIDE + GAP) + " " + SIDE, class: "matches", role: "img" });
+    drawing.setAttribute("aria-label", "The query and " + baseName(hit.path) + ", with their matched points joined");
+    drawing.append(
+      svg("image", { href: els.previewImg.currentSrc || els.previewImg.src, x: query.x, y: query.y,
+        width: query.w, height: query.h, preserveAspectRatio: "none" }),
+      svg("image", { href: hitImage.currentSrc || hitImage.src, x: found.x, y: found.y,
+        width: found.w, height: found.h, preserveAspectRatio: "none" }),
+    );
+    const region = evidence.region || evidence.box;
+    drawing.append(svg("rect", { class: "region", x: query.x + region[0] * query.w, y: query.y + region[1] * query.h,
+      width: (region[2] - region[0]) * query.w, height: (region[3] - region[1]) * query.h }));
+    for (const [qx, qy, hx, hy] of evidence.matches || []) {
+      drawing.append(svg("line", { class: "match", x1: query.x + qx * query.w, y1: query.y + qy * query.h,
+        x2: found.x + hx * found.w, y2: found.y + hy * found.h }));
+    }
+    const figure = document.createElement("figure");
+    const caption = document.createElement("figcaption");
+    caption.textContent = describe(evidence);
+    figure.append(drawing, caption);
+    const row = document.createElement("li");
+    row.className = "evidence";
+    row.setAttribute("role", "presentation");
+    row.append(figure);
+    return row;
+  }
+
+  function whyButton(hit, item, hitImage) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "why";
+    button.textContent = "Why?";
+    button.setAttribute("aria-expanded", "false");
+    button.setAttribute("aria-label", "Why " + baseName(hit.path) + " is a copy of the query");
+    let shown = null;
+    button.addEventListener("click", () => {
+      if (shown) {
+        shown.remove();
+        shown = null;
+      } else {
+        shown = evidenceFigure(hit, hitImage);
+        item.after(shown);
+      }
+      button.setAttribute("aria-expanded", String(Boolean(shown)));
+    });
+    return button;
   }
 
   function idFromHash() {
