@@ -159,8 +159,15 @@ def test_the_cli_json_carries_copy_flags_and_fast_does_not(copies_index: Path, e
     fast = runner.invoke(main, ["search", query, "--index", str(copies_index), "-k", "2", "--json", "--fast"])
     assert accurate.exit_code == 0 and fast.exit_code == 0, accurate.output + fast.output
     hits = json.loads(accurate.output)[0]["results"]
-    assert [sorted(hit) for hit in hits] == [["copy", "copy_score", "id", "path", "score"]] * 2
+    assert [sorted(hit) for hit in hits] == [["copy", "copy_score", "evidence", "id", "path", "score"]] * 2
     assert hits[0]["copy"] is True and Path(hits[0]["path"]).stem == "chelsea"
+    # The pasted photo is verified: the matched region lies inside the query, and its matches inside both pictures.
+    evidence = hits[0]["evidence"]
+    assert evidence["verified"] and evidence["inliers"] >= 4 and 4 <= len(evidence["matches"]) <= 40
+    left, top, right, bottom = evidence["region"]
+    assert 0 <= left < right <= 1 and 0 <= top < bottom <= 1
+    for qx, qy, hx, hy in evidence["matches"]:
+        assert left <= qx <= right and top <= qy <= bottom and 0 <= hx <= 1 and 0 <= hy <= 1
     assert [sorted(hit) for hit in json.loads(fast.output)[0]["results"]] == [["id", "path", "score"]] * 2
 
 
