@@ -78,7 +78,7 @@ def test_an_upload_is_searched_accurately_unless_fast(client: TestClient) -> Non
     fast = upload(client, data, k="3", fast="true")
     assert accurate.status_code == 200 and fast.status_code == 200
     hits = accurate.json()["results"]
-    assert [sorted(hit) for hit in hits] == [["copy", "copy_score", "id", "path", "score"]] * 3
+    assert [sorted(hit) for hit in hits] == [["copy", "copy_score", "evidence", "id", "path", "score"]] * 3
     assert Path(hits[0]["path"]).stem == "rocket" and hits[0]["copy"] is True and hits[0]["copy_score"] >= 0.5
     assert [hit["copy"] for hit in hits[1:]] == [False, False]
     assert [sorted(hit) for hit in fast.json()["results"]] == [["id", "path", "score"]] * 3
