@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from .precision import PrecisionDecision
 from .torch_pipeline import Mapped, Pending, Ready
 
 if TYPE_CHECKING:
+    from .errors import ImageDecodeError
+    from .gpu_decode import GpuJpegDecoder
+    from .images import DecodedImage
     from .torch_pipeline import TorchPipeline
 
 DEFAULT_EMBEDDER = "efficientnet-lite0"
@@ -310,6 +313,7 @@ class Embedder:
         self.precision = precision or PrecisionDecision("fp32")
         self.identity = spec.identity()
         self.forward_batch = FORWARD_BATCH.get((engine, device), 8)
+        self._file_decoder: GpuJpegDecoder | Literal[False] | None = None  # False: looked, none available
 
     @property
     def dim(self) -> int:
@@ -334,6 +338,17 @@ class Embedder:
         step = self.forward_batch
         parts = [self._run(self.spec.normalise(pixels[start : start + step])) for start in range(0, len(pixels), step)]
         return Ready(l2_normalise(np.concatenate(parts)))
+
+    def file_decoder(self) -> Callable[[str, int, float | None], DecodedImage | ImageDecodeError] | None:
+        """A replacement for ingest.decode_entry that decodes JPEGs on this embedder's GPU (nvJPEG, when
+        torchvision is installed), created once; None on the CPU or without torchvision."""
+        if self.device != "cuda":
+            return None
+        if self._file_decoder is None:
+            from .gpu_decode import gpu_jpeg_decoder
+
+            self._file_decoder = gpu_jpeg_decoder(self.spec.input_size, self.device) or False
+        return self._file_decoder.decode_entry if self._file_decoder else None
 
 
 def load_embedder(
