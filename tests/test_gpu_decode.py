@@ -122,11 +122,15 @@ def test_decoder_gives_what_decode_file_gives(photos: list[Path], embedder) -> N
             reference.height,
         )
     assert sum(decoder.batch_sizes) == len(photos) - 1  # the progressive one went to the CPU
-    # Full decode (GPU) against draft decode (CPU), through the real model.
+    # The GPU decodes every pixel, as decode_file's reference path (draft=False) does: through the real model
+    # they agree to 0.999. Against the draft path they differ by what draft mode itself moves (on a dark,
+    # low-contrast photo, scikit-image's moon, draft vs reference is 0.9989; benchmarks/gpu_agreement_cpu.py).
     ours = embedder.embed(np.stack([r.pixels for r in results if isinstance(r, DecodedImage)]))
-    theirs = embedder.embed(np.stack([r.pixels for r in references]))
-    cosine = (ours * theirs).sum(axis=1)
-    assert cosine.min() >= 0.999, cosine
+    full = [decode_file(str(path), 224, draft=False) for path in photos]
+    reference = (ours * embedder.embed(np.stack([r.pixels for r in full]))).sum(axis=1)
+    assert reference.min() >= 0.999, reference
+    draft = (ours * embedder.embed(np.stack([r.pixels for r in references]))).sum(axis=1)
+    assert draft.min() >= 0.997, draft
 
 
 def test_errors_and_other_formats_take_the_cpu_path(tmp_path: Path) -> None:
