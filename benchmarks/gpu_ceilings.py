@@ -50,6 +50,8 @@ def decode_ceilings(sets: dict[str, Path]) -> Iterator[dict[str, Any]]:
             "decoder": f"nvJPEG (torchvision), {CORES} threads",
             "images_per_s": rate,
             "decoded": len(pairs),
+            "decoded_on_gpu": decoder.decoded_on_gpu,
+            "refused_batches": decoder.refused_batches,
             "mean_abs_pixel_difference_vs_pillow": round(float(np.mean(difference)), 3) if difference else None,
         }
 

@@ -122,6 +122,7 @@ def test_decoder_gives_what_decode_file_gives(photos: list[Path], embedder) -> N
             reference.height,
         )
     assert sum(decoder.batch_sizes) == len(photos) - 1  # the progressive one went to the CPU
+    assert decoder.decoded_on_gpu == len(photos) - 1 and decoder.refused_batches == 0
     # The GPU decodes every pixel, as decode_file's reference path (draft=False) does: through the real model
     # they agree to 0.999. Against the draft path they differ by what draft mode itself moves (on a dark,
     # low-contrast photo, scikit-image's moon, draft vs reference is 0.9989; benchmarks/gpu_agreement_cpu.py).

@@ -21,6 +21,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -174,6 +175,9 @@ class GpuJpegDecoder:
     def __init__(self, input_size: int, device: str = "cuda", max_batch: int = GPU_BATCH) -> None:
         self.input_size = input_size
         self.device = device
+        self.decoded_on_gpu = 0  # images, and batches nvJPEG refused: only the batcher's thread counts them
+        self.refused_batches = 0
+        self._stream: Any = None
         self._batcher: MicroBatcher[_GpuJob, np.ndarray] = MicroBatcher(self._decode_batch, max_batch)
 
     def decode_entry(self, path: str, input_size: int, max_megapixels: float | None = None) -> DecodeOutcome:
@@ -207,10 +211,20 @@ class GpuJpegDecoder:
         """Decode, orient and resize a batch; the (S, S, 3) uint8 pixels come back to the host."""
         import torch
 
-        images = self._decode_images([job.data for job in jobs])
-        upright = [orient(image, job.plan.orientation) for image, job in zip(images, jobs)]
-        resized = torch.stack([resize_like_pillow(image, self.input_size) for image in upright])
-        return list(resized.cpu().numpy())
+        if self._stream is None and torch.device(self.device).type == "cuda":
+            # A stream of its own: waiting for the pixels must not wait for the model's work too.
+            self._stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._stream) if self._stream is not None else nullcontext():
+            try:
+                images = self._decode_images([job.data for job in jobs])
+            except Exception:
+                self.refused_batches += 1
+                raise
+            upright = [orient(image, job.plan.orientation) for image, job in zip(images, jobs)]
+            resized = torch.stack([resize_like_pillow(image, self.input_size) for image in upright])
+            pixels = list(resized.cpu().numpy())
+        self.decoded_on_gpu += len(jobs)
+        return pixels
 
     def _decode_images(self, encoded: list[bytes]) -> list[Any]:
         """JPEG bytes -> (3, H, W) uint8 RGB tensors on the device, by nvJPEG."""
