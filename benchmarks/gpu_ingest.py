@@ -194,9 +194,10 @@ def main() -> None:
     import torch
 
     cuda = torch.cuda.is_available()
-    record(step="environment", **environment())
+    # The sets first: their worker processes are forked before this process starts CUDA.
     sets = {"12mp": make_set(args.work / "12mp", args.n12, 4000, 3000)}
     sets["800x600"] = make_set(args.work / "800x600", args.nweb, 800, 600)
+    record(step="environment", **environment())
     record(step="photo sets", **{name: len(list(folder.glob("*.jpg"))) for name, folder in sets.items()})
     cli_index(sets["800x600"], args.work / "warm", "cpu")  # the ONNX export, once, outside the timings
     if cuda:
