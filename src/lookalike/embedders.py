@@ -3,8 +3,10 @@
 Each entry owns its preprocessing (input size, pixel normalisation), its
 output dimension and its identity (`name@weights-hash`), which is stored with
 every embedding so that a query is never compared with vectors of another
-model. torch and ONNX Runtime are imported here only, and only when a model is
-actually loaded, so `lookalike --help` stays instant.
+model. torch and ONNX Runtime are imported only by the embedder's modules (this
+one, onnx_export, torch_pipeline, precision, gpu_decode), and only when a model is
+actually loaded, so `lookalike --help` stays instant. On CUDA a torch network runs
+through torch_pipeline, in fp16 where precision's agreement rule allows it.
 
 The default, EfficientNet-Lite0, runs in ONNX Runtime when it is installed: the
 network is exported once from the PyTorch weights into the user's cache,
