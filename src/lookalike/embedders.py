@@ -3,8 +3,10 @@
 Each entry owns its preprocessing (input size, pixel normalisation), its
 output dimension and its identity (`name@weights-hash`), which is stored with
 every embedding so that a query is never compared with vectors of another
-model. torch and ONNX Runtime are imported here only, and only when a model is
-actually loaded, so `lookalike --help` stays instant.
+model. torch and ONNX Runtime are imported only by the embedder's modules (this
+one, onnx_export, torch_pipeline, precision, gpu_decode), and only when a model is
+actually loaded, so `lookalike --help` stays instant. On CUDA a torch network runs
+through torch_pipeline, in fp16 where precision's agreement rule allows it.
 
 The default, EfficientNet-Lite0, runs in ONNX Runtime when it is installed: the
 network is exported once from the PyTorch weights into the user's cache,
@@ -21,16 +23,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .devices import FORWARD_BATCH, onnxruntime_installed, resolve_device
 from .errors import EmbedderUnavailableError, UnknownEmbedderError
+from .precision import PrecisionDecision
+from .torch_pipeline import Mapped, Pending, Ready
+
+if TYPE_CHECKING:
+    from .errors import ImageDecodeError
+    from .gpu_decode import GpuJpegDecoder
+    from .images import DecodedImage
+    from .torch_pipeline import TorchPipeline
 
 DEFAULT_EMBEDDER = "efficientnet-lite0"
-# Images per forward pass. On CPU, small batches keep activations in cache: EfficientNet-Lite0 in ONNX Runtime
-# ran 365 img/s at batch 4 and 268 img/s at batch 32 on 2 cores (benchmarks/ingest.py measures the ceiling).
-FORWARD_BATCH = {("onnx", "cpu"): 4, ("torch", "cpu"): 4, ("onnx", "cuda"): 64, ("torch", "cuda"): 64}
 
 
 @dataclass(frozen=True)
@@ -283,15 +291,31 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 class Embedder:
-    """A loaded model: `embed(uint8 pixels) -> float32 unit vectors`."""
+    """A loaded model: `embed(uint8 pixels) -> float32 unit vectors`.
 
-    def __init__(self, spec: EmbedderSpec, run: Callable[[np.ndarray], np.ndarray], engine: str, device: str):
+    `run` takes normalised float32 (N, 3, S, S) batches (ONNX Runtime, numpy); a torch network comes as a
+    `pipeline` instead, which takes the uint8 pixels and normalises them on its device. `precision` says
+    what the network computes in (see precision.py); the identity is the same at every precision.
+    """
+
+    def __init__(
+        self,
+        spec: EmbedderSpec,
+        run: Callable[[np.ndarray], np.ndarray] | None,
+        engine: str,
+        device: str,
+        pipeline: TorchPipeline | None = None,
+        precision: PrecisionDecision | None = None,
+    ):
         self.spec = spec
         self.engine = engine
         self.device = device
         self._run = run
+        self._pipeline = pipeline
+        self.precision = precision or PrecisionDecision("fp32")
         self.identity = spec.identity()
         self.forward_batch = FORWARD_BATCH.get((engine, device), 8)
+        self._file_decoder: GpuJpegDecoder | Literal[False] | None = None  # False: looked, none available
 
     @property
     def dim(self) -> int:
@@ -303,79 +327,59 @@ class Embedder:
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """Embed a batch of uint8 (N, S, S, 3) images into L2-normalised float32 (N, dim) rows."""
+        return self.submit(pixels).result()
+
+    def submit(self, pixels: np.ndarray) -> Pending:
+        """Start embedding a batch; `.result()` gives what `embed` would. On a GPU this returns before the
+        device has finished, so the caller can prepare its next batch meanwhile."""
         if len(pixels) == 0:
-            return np.zeros((0, self.spec.dim), dtype=np.float32)
+            return Ready(np.zeros((0, self.spec.dim), dtype=np.float32))
+        if self._pipeline is not None:
+            return Mapped(self._pipeline.submit(pixels), l2_normalise)
+        assert self._run is not None
         step = self.forward_batch
         parts = [self._run(self.spec.normalise(pixels[start : start + step])) for start in range(0, len(pixels), step)]
-        return l2_normalise(np.concatenate(parts))
+        return Ready(l2_normalise(np.concatenate(parts)))
+
+    def file_decoder(self) -> Callable[[str, int, float | None], DecodedImage | ImageDecodeError] | None:
+        """A replacement for ingest.decode_entry that decodes JPEGs on this embedder's GPU (nvJPEG, when
+        torchvision is installed), created once; None on the CPU or without torchvision."""
+        if self.device != "cuda":
+            return None
+        if self._file_decoder is None:
+            from .gpu_decode import gpu_jpeg_decoder
+
+            self._file_decoder = gpu_jpeg_decoder(self.spec.input_size, self.device) or False
+        return self._file_decoder.decode_entry if self._file_decoder else None
 
 
-def load_embedder(name: str = DEFAULT_EMBEDDER, device: str = "auto", engine: str = "auto") -> Embedder:
-    """Load a registered embedder on `device` (auto, cpu, cuda) with `engine` (auto, onnx, torch)."""
+def load_embedder(
+    name: str = DEFAULT_EMBEDDER, device: str = "auto", engine: str = "auto", precision: str = "auto"
+) -> Embedder:
+    """Load a registered embedder on `device` (auto, cpu, cuda) with `engine` (auto, onnx, torch).
+
+    `precision` (auto, fp32, fp16, bf16) applies to the torch engine: auto is fp16 with channels-last on
+    CUDA and fp32 on the CPU, and a reduced precision is used only if the agreement rule accepts it.
+    """
     spec = get_embedder_spec(name)
     if spec.make_runner is not None:
         return Embedder(spec, spec.make_runner(), "numpy", "cpu")
     device = resolve_device(device)
     if engine == "auto":
-        engine = "onnx" if _onnxruntime_installed() and device == "cpu" else "torch"
+        engine = "onnx" if onnxruntime_installed() and device == "cpu" else "torch"
     if engine == "onnx":
         from .onnx_export import onnx_runner
 
         return Embedder(spec, onnx_runner(spec), "onnx", device)
     if engine == "torch":
-        return Embedder(spec, _torch_runner(spec, device), "torch", device)
+        from .precision import choose_pipeline
+
+        chunk = FORWARD_BATCH[("torch", device)]
+        pipeline, decision = choose_pipeline(spec, spec.torch_module(), device, precision, chunk)
+        return Embedder(spec, None, "torch", device, pipeline, decision)
     raise EmbedderUnavailableError(f"unknown engine {engine!r}; choose auto, onnx or torch")
-
-
-def resolve_device(device: str) -> str:
-    """'auto' becomes 'cuda' when a CUDA build of torch and an NVIDIA device are present, else 'cpu'."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise EmbedderUnavailableError(f"unknown device {device!r}; choose auto, cpu or cuda")
-    if device == "auto":
-        return "cuda" if _cuda_likely() else "cpu"
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise EmbedderUnavailableError("--device cuda was asked for, but torch sees no CUDA device")
-    return device
-
-
-def _cuda_likely() -> bool:
-    # Decided without importing torch (2 s): a CUDA build of torch and a device node.
-    if not os.path.exists("/dev/nvidia0"):
-        return False
-    import importlib.util
-
-    found = importlib.util.find_spec("torch")
-    if found is None or not found.submodule_search_locations:
-        return False
-    version_file = Path(list(found.submodule_search_locations)[0]) / "version.py"
-    try:
-        text = version_file.read_text()
-    except OSError:
-        return False
-    return re.search(r"^cuda\s*[:=].*['\"]\d", text, re.MULTILINE) is not None
-
-
-def _onnxruntime_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def cpu_threads() -> int:
     """Threads the model may use: one per core."""
     return max(1, os.cpu_count() or 1)
-
-
-def _torch_runner(spec: EmbedderSpec, device: str) -> Callable[[np.ndarray], np.ndarray]:
-    import torch
-
-    module = spec.torch_module().to(device)
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(batch).to(device)).float().cpu().numpy()
-
-    return run
