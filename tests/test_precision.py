@@ -82,7 +82,7 @@ def test_a_threshold_fp16_cannot_meet_is_refused() -> None:
     probes = probe_pixels(224)
     assert probes is not None
     strict = 0.999999
-    pipeline, decision = choose_pipeline(SPEC, SPEC.torch_module(), "cpu", "fp16", probes=probes[:6], threshold=strict)
+    pipeline, decision = choose_pipeline(SPEC, SPEC.torch_module(), "cpu", "fp16", probes=probes[:2], threshold=strict)
     assert decision.tried == "fp16" and decision.precision == "fp32"
     assert decision.min_cosine is not None and MIN_COSINE <= decision.min_cosine < strict
     assert pipeline.dtype.is_floating_point and pipeline.dtype.itemsize == 4
