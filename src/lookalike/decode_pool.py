@@ -123,20 +123,23 @@ def decode_files(
     workers: int,
     mode: str = DEFAULT_DECODE,
 ) -> Iterator[tuple[FileEntry, Outcome]]:
-    """Prepare files in order, `workers` at a time ("threads" or "processes"), READ_AHEAD per worker ahead."""
+    """Prepare files in order, `workers` at a time ("threads" or "processes"), READ_AHEAD per worker ahead.
+
+    Even one worker decodes beside the caller, so that decoding overlaps the model's run on the previous batch.
+    """
     check_mode(mode)
-    if total < INLINE_LIMIT or (workers <= 1 and mode == "threads"):
+    if total < INLINE_LIMIT:
         for entry in todo:
             yield entry, prepare_file(entry.path, input_size, max_megapixels)
         return
     if mode == "threads":
-        with ThreadPoolExecutor(workers, thread_name_prefix="lookalike-decode") as threads:
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="lookalike-decode") as threads:
             yield from _in_order(
-                todo, lambda path: threads.submit(prepare_file, path, input_size, max_megapixels), workers
+                todo, lambda path: threads.submit(prepare_file, path, input_size, max_megapixels), max(1, workers)
             )
         return
     with ProcessPool(workers, input_size, max_megapixels) as processes:
-        yield from _in_order(todo, processes.submit, workers)
+        yield from _in_order(todo, processes.submit, max(1, workers))
 
 
 def check_mode(mode: str) -> None:
@@ -181,6 +184,12 @@ class _Worker:
             errors.seek(0)
             tail = errors.read()[-2000:].decode(errors="replace").strip()
             raise DecoderStartError(f"a decoding process exited at start (code {code}): {tail or 'no message'}")
+
+    def close_pipes(self) -> None:
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):  # a pipe to a dead process may fail to flush
+                    stream.close()
 
     def send(self, path: str) -> None:
         assert self.process.stdin is not None
@@ -247,6 +256,7 @@ class ProcessPool:
 
     def _replace(self, dead: _Worker, code: int) -> None:
         """The first path sent to `dead` is the one it died on; the rest go to a new worker (lock held)."""
+        dead.close_pipes()
         if dead.pending:
             path, future = dead.pending.popleft()
             future.set_result(ImageDecodeError(path, f"the decoder crashed on this file (exit code {code})"))
@@ -283,9 +293,7 @@ class ProcessPool:
                 worker.reader.join()
             for _, future in worker.pending:
                 future.cancel()
-            for stream in (worker.process.stdin, worker.process.stdout):
-                if stream is not None:
-                    stream.close()
+            worker.close_pipes()
         self._errors.close()
 
 

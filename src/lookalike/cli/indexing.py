@@ -29,7 +29,14 @@ from .common import (
 @click.option("--metric", type=click.Choice(["cosine", "l2"]), help="Similarity for a new index (default cosine).")
 @index_options
 @device_option
-@click.option("--workers", type=click.IntRange(1), help="Decoding processes (default: one per core).")
+@click.option("--workers", type=click.IntRange(1), help="Decoding threads or processes (default: one per core).")
+@click.option(
+    "--decode-in",
+    type=click.Choice(["threads", "processes"]),
+    default="threads",
+    show_default=True,
+    help="Decode in threads of this process, or in worker processes (for many cores).",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(1),
@@ -59,6 +66,7 @@ def index(
     ef_construction: int | None,
     device: str,
     workers: int | None,
+    decode_in: str,
     batch_size: int,
     quiet: bool,
     max_megapixels: float | None,
@@ -83,6 +91,7 @@ def index(
                 on_progress=progress,
                 on_skip=lambda path, reason: skipped.append((path, reason)),
                 workers=workers,
+                decode_in=decode_in,
                 batch_size=batch_size,
                 ray_address=ray_address,
             )
