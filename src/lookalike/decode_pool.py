@@ -186,6 +186,7 @@ class _Worker:
             raise DecoderStartError(f"a decoding process exited at start (code {code}): {tail or 'no message'}")
 
     def close_pipes(self) -> None:
+        """Close both pipes (the process has exited or is being stopped)."""
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:
                 with contextlib.suppress(OSError):  # a pipe to a dead process may fail to flush
@@ -212,7 +213,8 @@ class ProcessPool:
         self._closing = False
         self._workers: list[_Worker] = []
         try:
-            self._workers = [_Worker(self._command, self._errors) for _ in range(max(1, workers))]
+            for _ in range(max(1, workers)):
+                self._workers.append(_Worker(self._command, self._errors))
             for worker in self._workers:
                 worker.wait_ready(self._errors)
         except BaseException:
