@@ -293,7 +293,8 @@ def main() -> None:
     for name, _, _, tutorial, _, _, _, _, limit in rows:
         if tutorial:
             notes.append(
-                f"{name}: even at 100% of the limit lookalike would be {limit / tutorial:.1f}x the tutorial loop."
+                f"{name}: the tutorial loop ran on the first {args.tutorial} images; at 100% of the limit lookalike "
+                f"would be {limit / tutorial:.1f}x it."
             )
     notes += memory_and_query_notes(sets, work, args)
     report = (
@@ -308,7 +309,10 @@ def main() -> None:
         write_section(
             "Ingest",
             f"Command: `python benchmarks/ingest.py --large {args.large} --wallpapers {args.wallpapers} "
-            f"--small {args.small}`\n\nMachine: {machine_description()}\n\n{report}",
+            f"--small {args.small} --repeats {args.repeats} --tutorial {args.tutorial}"
+            + (" --no-memory" if args.no_memory else "")
+            + (" --no-query" if args.no_query else "")
+            + f"`\n\nMachine: {machine_description()}\n\n{report}",
         )
 
 
