@@ -18,6 +18,7 @@ import numpy as np
 from .catalog import Catalog, ImageRecord
 from .collection_duplicates import DuplicateFinding
 from .collection_search import Searching
+from .decode_pool import DEFAULT_DECODE
 from .embedders import DEFAULT_EMBEDDER, Embedder, EmbedderSpec, get_embedder_spec, load_embedder
 from .errors import BusyError, EmbedderMismatchError, InvalidArgumentError, NotIndexedError
 from .index import VectorIndex
@@ -184,12 +185,13 @@ class Collection(Searching, DuplicateFinding):
         workers: int | None = None,
         batch_size: int = 32,
         ray_address: str | None = None,
+        decode_in: str = DEFAULT_DECODE,
     ) -> IngestReport:
         """Index every image under `root` (only new or changed files are embedded), then update the index.
 
         With `ray_address` (what `ray.init` takes: "auto", "HOST:PORT", "ray://HOST:PORT"), the files are decoded
         and embedded on that Ray cluster in shards of `batch_size` files; every node must read `root` under the
-        same path (`ray_ingest.py`).
+        same path (`ray_ingest.py`). `decode_in`: "threads" or "processes", where files are decoded (`decode_pool`).
         """
         root = os.fspath(root)
         if not os.path.isdir(root):
@@ -208,6 +210,7 @@ class Collection(Searching, DuplicateFinding):
                 on_skip=on_skip,
                 max_megapixels=self.max_megapixels,
                 mapper=self._ray_mapper(ray_address, batch_size) if ray_address else None,
+                decode_in=decode_in,
             )
             report = ingester.run(root)
             self._remember_root(os.path.abspath(root))

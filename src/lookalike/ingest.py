@@ -4,8 +4,8 @@ Three steps, so each can run where it fits best:
 - plan: scan the folder and diff it against the catalog (the scan queue holds what to process);
   unchanged files (same path, size and mtime) are not read at all;
 - map: a pure function of a file, `map_files` (decode, hash, embed), that a thread, a process or
-  a cluster task can run; locally, decoding runs in worker threads while the model runs on the
-  previous batch;
+  a cluster task can run; locally, files are decoded, hashed and signed in worker threads or
+  processes (`decode_pool`) while the model runs on the previous batch;
 - commit: catalog writes, one transaction per batch as soon as it is embedded, so an interrupted
   run keeps everything it finished and the next run resumes where it stopped. A moved or copied
   file (same content hash as an indexed one) reuses the stored embedding instead.
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -25,20 +23,15 @@ import numpy as np
 
 from .catalog import Catalog, NewImage
 from .catalog_duplicates import StoredSignature
+from .decode_pool import DEFAULT_DECODE, DecodedFile, check_mode, decode_entry, decode_files, signature_of
+from .decode_pool import header_facts as header_facts  # re-exported: part of the map step's public pieces
 from .embedders import Embedder
 from .errors import ImageDecodeError
 from .files import FileEntry, scan_images
-from .images import DecodedImage, decode_file, default_max_megapixels
+from .images import DecodedImage, default_max_megapixels
 from .scan_queue import ScanQueue
-from .signatures import SIGNATURE_SIDE, compute_signature, count_metadata_fields, estimate_jpeg_quality
 
 SCAN_CHUNK = 1000
-INLINE_LIMIT = 8  # below this many files, decoding threads cost more than they save
-READ_AHEAD = 8  # decoded images waiting per worker: bounds memory whatever the folder's size
-# A JPEG's quantization tables sit before its first scan, after the EXIF and ICC segments (64 KiB each at most),
-# and a PNG's text chunks usually before its image data: this many header bytes hold them in practice, and
-# reading them again right after decoding costs a page-cache read.
-HEADER_BYTES = 256 * 1024
 
 
 @dataclass
@@ -72,7 +65,7 @@ class IngestReport:
 @dataclass
 class _Pending:
     entry: FileEntry
-    decoded: DecodedImage
+    decoded: DecodedFile
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -96,14 +89,17 @@ class Ingester:
         on_skip: SkipCallback | None = None,
         max_megapixels: float | None = None,
         mapper: Mapper | None = None,
+        decode_in: str = DEFAULT_DECODE,
     ) -> None:
+        check_mode(decode_in)
         self.catalog = catalog
+        self.decode_in = decode_in  # "threads" or "processes" (decode_pool)
         self.mapper = mapper
         self.load_embedder = load_embedder
         self.input_size = input_size
         self.batch_size = batch_size
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
-        # Every decoding thread may hold an image at once: each gets its share of the memory available.
+        # Every decoding worker may hold an image at once: each gets its share of the memory available.
         self.max_megapixels = max_megapixels or default_max_megapixels(concurrency=self.workers)
         self.on_progress = on_progress or (lambda done, total: None)
         self.on_skip = on_skip or (lambda path, reason: None)
@@ -166,11 +162,15 @@ class Ingester:
                 done += len(group)
                 self.on_progress(done, total)
             return
-        for done, (entry, outcome) in enumerate(self._decode_all(todo, total), 1):
+        decoded = decode_files(todo, total, self.input_size, self.max_megapixels, self.workers, self.decode_in)
+        for done, (entry, outcome) in enumerate(decoded, 1):
             if isinstance(outcome, ImageDecodeError):
                 self._skip(entry, outcome.reason)
             elif not self._reuse_stored(
-                entry, outcome.content_hash, (outcome.width, outcome.height), partial(signature_of, entry.path, outcome)
+                entry,
+                outcome.image.content_hash,
+                (outcome.image.width, outcome.image.height),
+                partial(_given, outcome.signature),
             ):
                 batch.append(_Pending(entry, outcome))
                 if len(batch) >= self.batch_size:
@@ -178,35 +178,6 @@ class Ingester:
                     batch = []
             self.on_progress(done, total)
         self._embed_and_store(batch)
-
-    def _decode_all(
-        self, todo: Iterator[FileEntry], total: int
-    ) -> Iterator[tuple[FileEntry, DecodedImage | ImageDecodeError]]:
-        """Decode files in order, `workers` at a time, at most `READ_AHEAD` per worker ahead of the consumer.
-
-        Threads, not processes: Pillow releases the GIL while it decodes and
-        resizes, so threads use every core (measured: as fast as a process pool
-        on 12 MP JPEGs), need no pickling, and work from any caller (a script
-        without a __main__ guard, a server thread).
-        """
-        if total < INLINE_LIMIT or self.workers <= 1:
-            for entry in todo:
-                yield entry, decode_entry(entry.path, self.input_size, self.max_megapixels)
-            return
-        window: deque[tuple[FileEntry, Future]] = deque()
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="lookalike-decode") as pool:
-            try:
-                for entry in todo:
-                    window.append((entry, pool.submit(decode_entry, entry.path, self.input_size, self.max_megapixels)))
-                    if len(window) >= self.workers * READ_AHEAD:
-                        done, future = window.popleft()
-                        yield done, future.result()
-                while window:
-                    done, future = window.popleft()
-                    yield done, future.result()
-            finally:
-                for _, future in window:
-                    future.cancel()
 
     def commit_mapped(self, mapped: list[MappedImage]) -> None:
         """Commit results of the map step run elsewhere, as a local run commits its own.
@@ -273,10 +244,10 @@ class Ingester:
             return
         if self._embedder is None:
             self._embedder = self.load_embedder()
-        vectors = self._embedder.embed(np.stack([item.decoded.pixels for item in batch]))
+        vectors = self._embedder.embed(np.stack([item.decoded.image.pixels for item in batch]))
         self.catalog.add_indexed(
             [
-                _new_image(item.entry, item.decoded, vector, signature_of(item.entry.path, item.decoded))
+                _new_image(item.entry, item.decoded.image, vector, item.decoded.signature)
                 for item, vector in zip(batch, vectors)
             ]
         )
@@ -298,38 +269,6 @@ def _new_image(
 
 def _given(signature: StoredSignature | None) -> StoredSignature | None:
     return signature
-
-
-def signature_of(path: str, decoded: DecodedImage) -> StoredSignature | None:
-    """The pixel signature of a decoded image (from the model's pixels: no second decode) and its JPEG quality.
-
-    None when the model's input is not a multiple of the signature's side (no such embedder ships today).
-    """
-    height, width = decoded.pixels.shape[:2]
-    if height % SIGNATURE_SIDE or width % SIGNATURE_SIDE:
-        return None
-    quality, fields = header_facts(path)
-    return StoredSignature(compute_signature(decoded.pixels), quality, fields)
-
-
-def header_facts(path: str) -> tuple[int | None, int]:
-    """The JPEG quality (None if not a JPEG) and metadata field count of the file at `path`, from its header."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(HEADER_BYTES)
-    except OSError:
-        return None, 0
-    return estimate_jpeg_quality(head), count_metadata_fields(head)
-
-
-def decode_entry(path: str, input_size: int, max_megapixels: float | None = None) -> DecodedImage | ImageDecodeError:
-    """Decode one file for the model; a file that cannot be decoded gives its error (returned, not raised)."""
-    try:
-        return decode_file(path, input_size, max_megapixels=max_megapixels)
-    except ImageDecodeError as error:
-        return error
-    except Exception as error:  # noqa: BLE001 - one bad file must never stop the run
-        return ImageDecodeError(path, f"unexpected decoder failure: {type(error).__name__}: {error}")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,14 @@ from .common import (
     help="Where the CNN runs. auto: cuda when a CUDA build of torch sees an NVIDIA GPU, else cpu. On cuda the "
     "model runs in fp16 when it agrees with fp32 on probe photos (cosine >= 0.999), else in fp32.",
 )
-@click.option("--workers", type=click.IntRange(1), help="Decoding processes (default: one per core).")
+@click.option("--workers", type=click.IntRange(1), help="Decoding threads or processes (default: one per core).")
+@click.option(
+    "--decode-in",
+    type=click.Choice(["threads", "processes"]),
+    default="threads",
+    show_default=True,
+    help="Decode in threads of this process, or in worker processes (for many cores).",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(1),
@@ -65,6 +72,7 @@ def index(
     ef_construction: int | None,
     device: str,
     workers: int | None,
+    decode_in: str,
     batch_size: int,
     quiet: bool,
     max_megapixels: float | None,
@@ -89,6 +97,7 @@ def index(
                 on_progress=progress,
                 on_skip=lambda path, reason: skipped.append((path, reason)),
                 workers=workers,
+                decode_in=decode_in,
                 batch_size=batch_size,
                 ray_address=ray_address,
             )
