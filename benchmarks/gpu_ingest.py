@@ -9,9 +9,9 @@ them all to --out. What it measures:
   and 800x600 JPEG sets made from real photos on all cores; whether auto was the fastest;
 - the embedder --device auto loads: its precision decision (fp16 agreement on the probe photos);
 - cosine per image between the CUDA and the CPU catalogs (same files);
-- in-process, on CUDA (on the CPU without one): Collection.add_folder as it is, and with the GPU path's ingest hooks
-  (benchmarks/gpu_hooks.py: GPU JPEG decoding when torchvision is installed, batches of 256, the model
-  overlapped with committing), and the hooked catalog's cosines to the CPU one;
+- in-process, on CUDA (on the CPU without one): Collection.add_folder with the model loaded in the same process
+  (GPU JPEG decoding when torchvision is installed, batches of 256, the model overlapped with committing), and
+  that catalog's cosines to the CPU one;
 - ceilings: the model alone on the GPU (fp32 and fp16 channels-last, batch 64 and 256, from device
   tensors and through TorchPipeline from host uint8 pixels), Pillow draft decoding on all cores, and
   GPU JPEG decoding when torchvision is installed.
@@ -130,33 +130,25 @@ def agreement(reference: Path, other: Path) -> dict[str, Any]:
     }
 
 
-# --- in process: add_folder as it is, and with the GPU path's hooks ---------------------------------------
+# --- in process: add_folder with the model in this process -------------------------------------------------
 
 
-def in_process(folder: Path, index: Path, device: str, hooked: bool) -> dict[str, Any]:
-    """Index `folder` in this process (model load included), with or without the hooks."""
+def in_process(folder: Path, index: Path, device: str) -> dict[str, Any]:
+    """Index `folder` in this process (model load included)."""
     import lookalike
-    import lookalike.collection
-    from gpu_hooks import HookedIngester
 
     shutil.rmtree(index, ignore_errors=True)
-    original = lookalike.collection.Ingester
-    if hooked:
-        lookalike.collection.Ingester = HookedIngester  # type: ignore[misc]
-    try:
-        started = time.perf_counter()
-        with lookalike.Collection.create(index, device=device) as collection:
-            report = collection.add_folder(folder)
-            embedder = collection.embedder()
-        seconds = time.perf_counter() - started
-    finally:
-        lookalike.collection.Ingester = original  # type: ignore[misc]
+    started = time.perf_counter()
+    with lookalike.Collection.create(index, device=device) as collection:
+        report = collection.add_folder(folder)
+        embedder = collection.embedder()
+    seconds = time.perf_counter() - started
     return {
         "images_per_s": round(report.embedded / seconds, 1),
         "embedded": report.embedded,
         "skipped": len(report.skipped),
         "precision": embedder.precision.precision,
-        "gpu_decoding": hooked and embedder.file_decoder() is not None,
+        "gpu_decoding": embedder.file_decoder() is not None,
     }
 
 
@@ -224,12 +216,10 @@ def main() -> None:
         )
         if cuda:
             record(step="agreement", set=name, **agreement(args.work / f"{name}-cpu", args.work / f"{name}-cuda"))
-        device = "cuda" if cuda else "cpu"  # without a GPU this checks the hooks' plumbing
-        for hooked in (False, True):
-            label = "hooked" if hooked else "stock"
-            result = in_process(folder, args.work / f"{name}-{label}", device, hooked)
-            record(step=f"in-process {device}", set=name, ingest=label, **result)
-        record(step="agreement", set=name, **agreement(args.work / f"{name}-cpu", args.work / f"{name}-hooked"))
+        device = "cuda" if cuda else "cpu"  # without a GPU this checks the plumbing
+        result = in_process(folder, args.work / f"{name}-in-process", device)
+        record(step=f"in-process {device}", set=name, **result)
+        record(step="agreement", set=name, **agreement(args.work / f"{name}-cpu", args.work / f"{name}-in-process"))
     if not args.quick:
         for values in decode_ceilings(sets):
             record(step="decode ceiling", **values)

@@ -346,3 +346,54 @@ def test_the_map_step_is_a_pure_function_of_files_whose_results_travel(tmp_path:
         m.vector is not None and m.vector.shape == (embedder.dim,) and m.error is None for m in (mapped[0], mapped[2])
     )
     assert mapped[0].content_hash != mapped[2].content_hash and mapped[0].width > 0
+
+
+def test_a_batch_still_on_the_device_is_committed_after_the_next_is_submitted(tmp_path: Path) -> None:
+    """On a GPU the model computes one batch while ingest commits the previous one; nothing is lost or reordered."""
+    import numpy as np
+
+    from lookalike.catalog import Catalog
+    from lookalike.embedders import Embedder, load_embedder
+    from lookalike.ingest import Ingester
+    from lookalike.torch_pipeline import Pending
+
+    events: list[str] = []
+
+    class OnDevice(Pending):
+        def __init__(self, value: np.ndarray, number: int) -> None:
+            self.value, self.number = value, number
+
+        @property
+        def on_device(self) -> bool:
+            return True
+
+        def result(self) -> np.ndarray:
+            events.append(f"collect {self.number}")
+            return self.value
+
+    class DeviceEmbedder(Embedder):
+        def submit(self, pixels: np.ndarray) -> Pending:
+            number = sum(event.startswith("submit") for event in events)
+            events.append(f"submit {number}")
+            return OnDevice(super().submit(pixels).result(), number)
+
+    plain = load_embedder(PLUMBING)
+    embedder = DeviceEmbedder(plain.spec, plain._run, plain.engine, plain.device)
+    photos = tmp_path / "photos"
+    _photos(photos, ["astronaut", "chelsea", "coffee", "rocket", "retina"])
+    with Collection.create(tmp_path / "idx", embedder=PLUMBING):
+        pass
+    catalog = Catalog.open(tmp_path / "idx")
+    try:
+        report = Ingester(catalog, lambda: embedder, embedder.input_size, batch_size=2, workers=1).run(str(photos))
+        assert report.embedded == 5 and catalog.count_embeddings() == 5
+        stored = {catalog.images_by_id([i])[i].path: catalog.embedding(i) for i in catalog.embedding_ids().tolist()}
+    finally:
+        catalog.close()
+    assert events == ["submit 0", "submit 1", "collect 0", "submit 2", "collect 1", "collect 2"]
+    # Each file got its own vector, not a neighbour's from the batch before or after.
+    with Collection.create(tmp_path / "plain", embedder=PLUMBING) as collection:
+        collection.add_folder(photos, batch_size=2, workers=1)
+        for image_id in collection.catalog.embedding_ids().tolist():
+            path = collection.catalog.images_by_id([image_id])[image_id].path
+            np.testing.assert_allclose(stored[path], collection.catalog.embedding(image_id), atol=1e-6)

@@ -101,9 +101,14 @@ def header_facts(path: str) -> tuple[int | None, int]:
     return estimate_jpeg_quality(head), count_metadata_fields(head)
 
 
-def prepare_file(path: str, input_size: int, max_megapixels: float | None) -> Outcome:
-    """Everything ingest needs from one file, computed where it is decoded."""
-    decoded = decode_entry(path, input_size, max_megapixels)
+FileDecoder = Callable[[str, int, "float | None"], "DecodedImage | ImageDecodeError"]
+
+
+def prepare_file(
+    path: str, input_size: int, max_megapixels: float | None, decoder: FileDecoder | None = None
+) -> Outcome:
+    """Everything ingest needs from one file, computed where it is decoded (by `decoder`, else `decode_entry`)."""
+    decoded = (decoder or decode_entry)(path, input_size, max_megapixels)
     if isinstance(decoded, ImageDecodeError):
         return decoded
     try:
@@ -122,20 +127,24 @@ def decode_files(
     max_megapixels: float | None,
     workers: int,
     mode: str = DEFAULT_DECODE,
+    decoder: FileDecoder | None = None,
 ) -> Iterator[tuple[FileEntry, Outcome]]:
     """Prepare files in order, `workers` at a time ("threads" or "processes"), READ_AHEAD per worker ahead.
 
     Even one worker decodes beside the caller, so that decoding overlaps the model's run on the previous batch.
+    `decoder` replaces `decode_entry` in threads (the embedder's GPU JPEG decoder); processes decode on the CPU.
     """
     check_mode(mode)
     if total < INLINE_LIMIT:
         for entry in todo:
-            yield entry, prepare_file(entry.path, input_size, max_megapixels)
+            yield entry, prepare_file(entry.path, input_size, max_megapixels, decoder)
         return
     if mode == "threads":
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="lookalike-decode") as threads:
             yield from _in_order(
-                todo, lambda path: threads.submit(prepare_file, path, input_size, max_megapixels), max(1, workers)
+                todo,
+                lambda path: threads.submit(prepare_file, path, input_size, max_megapixels, decoder),
+                max(1, workers),
             )
         return
     with ProcessPool(workers, input_size, max_megapixels) as processes:

@@ -30,6 +30,7 @@ from .errors import ImageDecodeError
 from .files import FileEntry, scan_images
 from .images import DecodedImage, default_max_megapixels
 from .scan_queue import ScanQueue
+from .torch_pipeline import Pending
 
 SCAN_CHUNK = 1000
 
@@ -106,6 +107,7 @@ class Ingester:
         self.report = IngestReport()
         self.queue = ScanQueue(catalog)
         self._embedder: Embedder | None = None
+        self._in_flight: tuple[list[_Pending], Pending] | None = None  # submitted to the model, not yet committed
 
     def run(self, root: str) -> IngestReport:
         """Scan `root` and bring the catalog up to date; KeyboardInterrupt keeps committed work."""
@@ -162,7 +164,19 @@ class Ingester:
                 done += len(group)
                 self.on_progress(done, total)
             return
-        decoded = decode_files(todo, total, self.input_size, self.max_megapixels, self.workers, self.decode_in)
+        # The model is loaded before decoding starts: on a GPU it may decode the JPEGs itself (nvJPEG), and it
+        # sets the batch size (256 on CUDA, where small batches leave the device idle).
+        embedder = self._loaded_embedder()
+        batch_size = max(self.batch_size, embedder.forward_batch) if embedder.device == "cuda" else self.batch_size
+        decoded = decode_files(
+            todo,
+            total,
+            self.input_size,
+            self.max_megapixels,
+            self.workers,
+            self.decode_in,
+            decoder=embedder.file_decoder(),
+        )
         for done, (entry, outcome) in enumerate(decoded, 1):
             if isinstance(outcome, ImageDecodeError):
                 self._skip(entry, outcome.reason)
@@ -173,11 +187,12 @@ class Ingester:
                 partial(_given, outcome.signature),
             ):
                 batch.append(_Pending(entry, outcome))
-                if len(batch) >= self.batch_size:
+                if len(batch) >= batch_size:
                     self._embed_and_store(batch)
                     batch = []
             self.on_progress(done, total)
         self._embed_and_store(batch)
+        self._embed_and_store([])  # the batch still in flight
 
     def commit_mapped(self, mapped: list[MappedImage]) -> None:
         """Commit results of the map step run elsewhere, as a local run commits its own.
@@ -239,12 +254,27 @@ class Ingester:
         self.report.reused += 1
         return True
 
-    def _embed_and_store(self, batch: list[_Pending]) -> None:
-        if not batch:
-            return
+    def _loaded_embedder(self) -> Embedder:
         if self._embedder is None:
             self._embedder = self.load_embedder()
-        vectors = self._embedder.embed(np.stack([item.decoded.image.pixels for item in batch]))
+        return self._embedder
+
+    def _embed_and_store(self, batch: list[_Pending]) -> None:
+        """Start embedding `batch`, then commit the batch before it: on a GPU the device computes one batch while
+        this thread commits the last and gathers the next (an interrupted run loses at most the batch in flight).
+        A batch computed on the spot (the CPU) is committed at once."""
+        previous, self._in_flight = self._in_flight, None
+        if batch:
+            pixels = np.stack([item.decoded.image.pixels for item in batch])
+            self._in_flight = (batch, self._loaded_embedder().submit(pixels))
+        if previous is not None:
+            self._store(*previous)
+        if self._in_flight is not None and not self._in_flight[1].on_device:  # computed already: commit it now
+            self._store(*self._in_flight)
+            self._in_flight = None
+
+    def _store(self, batch: list[_Pending], pending: Pending) -> None:
+        vectors = pending.result()
         self.catalog.add_indexed(
             [
                 _new_image(item.entry, item.decoded.image, vector, item.decoded.signature)

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 class Pending:
     """Features of a submitted batch, available from `result()` (which waits for the device)."""
 
+    @property
+    def on_device(self) -> bool:
+        """Whether the device may still be computing: worth doing other work before `result()`."""
+        return False
+
     def result(self) -> np.ndarray:
         raise NotImplementedError
 
@@ -49,6 +54,10 @@ class Mapped(Pending):
     inner: Pending
     apply: Callable[[np.ndarray], np.ndarray]
 
+    @property
+    def on_device(self) -> bool:
+        return self.inner.on_device
+
     def result(self) -> np.ndarray:
         return self.apply(self.inner.result())
 
@@ -65,6 +74,10 @@ class _InFlight(Pending):
 
     parts: list[Any]  # float32 host tensors (pinned on CUDA)
     done: Any  # CUDA event, or None on the CPU
+
+    @property
+    def on_device(self) -> bool:
+        return self.done is not None
 
     def result(self) -> np.ndarray:
         if self.done is not None:
