@@ -66,6 +66,18 @@ def generator_part(data: dict) -> list[str]:
             + f" | {s['components_90']} | {s['components_99']} | "
             + (f"{near[0]:.3f} / {near[1]:.3f} |" if near else "- |")
         )
+    if "neighbours" in data:
+        nb = data["neighbours"]
+        out += [
+            "",
+            "Cosine to the 1st and 10th neighbour, 10th / 50th / 90th percentile over the queries (same halves):",
+            "",
+            "| vectors | 1st neighbour | 10th neighbour |",
+            "| --- | --- | --- |",
+        ]
+        for name in ("real", "generated"):
+            cells = [" / ".join(f"{v:.3f}" for v in nb[name][rank]) for rank in ("1", "10")]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
     return out + [""]
 
 
