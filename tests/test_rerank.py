@@ -91,5 +91,8 @@ def test_auto_under_a_tight_budget_builds_a_reranked_pca_plan_that_searches_well
     folder = tmp_path / "collection"
     make_collection(folder, vectors, "auto", {"max_memory_bytes": budget})
     ids, scores = _search(folder, queries)
-    assert recall_at_k(ids, _exact(vectors, queries)) >= 0.95
+    with Collection.open(folder) as collection:
+        _, plain = collection.index().search(queries, K)  # the PCA codes alone
+    truth = _exact(vectors, queries)
+    assert recall_at_k(ids, truth) >= max(0.95, recall_at_k(plain, truth) + 0.03)
     assert scores[:, 0] == pytest.approx(np.max(queries @ vectors.T, axis=1), abs=1e-5)  # cosines, not L2
