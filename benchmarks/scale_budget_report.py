@@ -19,13 +19,14 @@ def section(data: dict, doc: Path) -> str:
         scale.SECTION,
         "",
         "Commands: `python benchmarks/scale_real.py --count 24000` (real embeddings, cached), then "
-        f"`python benchmarks/scale_budget.py --size {n}` and `python benchmarks/scale_budget.py --catalog-only` "
+        f"`python benchmarks/scale_budget.py --size {n}`, `--neighbours-only` and `--catalog-only` "
         "(everything above the earlier tables). The earlier "
         "tables come from `python benchmarks/scale.py` on the previous generator and were not re-measured.",
         "",
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, no GPU, shared with other jobs "
-        f"(load average {m['load_before'][0]:.1f} at start, {m.get('load_after', m['load_before'])[0]:.1f} at "
-        f"end); Python {m['python']}, Faiss {m['faiss']}, NumPy {m['numpy']}; {m['date']}.",
+        f"(load average {m['load_before'][0]:.1f} at start"
+        + (f", {m['load_after'][0]:.1f} at end" if "load_after" in m else "")
+        + f"); Python {m['python']}, Faiss {m['faiss']}, NumPy {m['numpy']}; {m['date']}.",
         "",
         *generator_part(data),
         *budget_part(data),
