@@ -921,7 +921,7 @@ def reading(data: dict) -> list[str]:
             "- Compressed codes cap recall whatever nprobe (recall@10 ceiling): "
             + "; ".join(codecs)
             + ". The ceilings fall as N grows (neighbours get closer than the quantization error); "
-            "lookalike.index.CODEC_RECALL and PQ_RECALL hold these for the planner."
+            "lookalike.compression.CODEC_RECALL and PQ_RECALL hold these for the planner."
         )
     pq, opq = find(big, "IVF-PQ64"), find(big, "OPQ-IVF-PQ64")
     if pq and opq and ceiling(opq) < ceiling(pq):
