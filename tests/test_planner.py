@@ -15,6 +15,7 @@ from lookalike.errors import IndexSpecError
 from lookalike.index import VectorIndex
 from lookalike.index_store import load_verified
 from lookalike.planner import FLAT_LIMIT, MIN_POINTS_PER_CENTROID, estimate_plan, plan_auto, plan_index
+from lookalike.rerank import RERANK_PARAM
 from lookalike.settings import IndexState
 from seeded import COUNT, DIM, PCA_IVF, build, clustered_unit_vectors, mixture
 
@@ -198,3 +199,35 @@ def test_cli_plan_for_a_hypothetical_and_an_existing_collection(ivf_folder: Path
     assert data["plan"]["factory"] == "Flat"  # 20,000 vectors: exact search, whatever was built before
     bad = runner.invoke(main, ["plan", "--vectors", "10", "--max-memory", "lots"])
     assert bad.exit_code == 2 and "--max-memory wants a size" in bad.output
+
+
+def test_a_million_embeddings_in_1gb_get_pca_codes_reranked_from_the_catalog() -> None:
+    plan = plan_auto(1_000_000, 1280, max_memory=1e9)
+    estimate = estimate_plan(plan, 1_000_000, 1280)
+
+    assert plan.factory == f"PCAR256,IVF{plan.params['nlist']}_HNSW32,SQ8"
+    assert plan.params[RERANK_PARAM] > 1 and plan.metric == "l2"  # PCA centres: only L2 keeps the cosine order
+    assert estimate.memory_bytes <= 1e9 and estimate.recall_ceiling >= 0.95
+    assert "re-ranking" in plan.reason
+
+
+@pytest.mark.parametrize(("budget", "target", "codec"), [(2e9, 0.95, "SQ8"), (1e9, 0.7, "SQ8")])
+def test_a_plain_codec_meeting_the_target_is_preferred_to_reranking(budget: float, target: float, codec: str) -> None:
+    plan = plan_auto(1_000_000, 1280, max_memory=budget, target_recall=target)
+
+    assert plan.factory.endswith(codec) and RERANK_PARAM not in plan.params
+    assert estimate_plan(plan, 1_000_000, 1280).recall_ceiling >= target
+
+
+def test_few_dimensions_are_never_reduced_by_pca() -> None:
+    for budget in (300_000, 150_000):
+        plan = plan_auto(5_000, DIM, max_memory=budget, flat_limit=500, large_limit=3_000)
+        assert "PCA" not in plan.factory and RERANK_PARAM not in plan.params
+
+
+def test_any_kind_takes_a_rerank_option() -> None:
+    plain = plan_index("ivf", COUNT, DIM)
+    plan = plan_index("ivf", COUNT, DIM, options={RERANK_PARAM: 3})
+
+    assert (plan.factory, plan.params) == (plain.factory, {**plain.params, RERANK_PARAM: 3})
+    assert plan_index("ivf", COUNT, DIM, options={RERANK_PARAM: 1}) == plain

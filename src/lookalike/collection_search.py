@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from .images import decode_bytes
+from .rerank import rerank, rerank_factor
 from .search import (
     Query,
     QueryResult,
@@ -144,13 +145,16 @@ class Searching:
             stacked = queries[0].vectors
         else:
             stacked = np.concatenate([q.vectors for q in queries]) if queries else np.zeros((0, self.dim), np.float32)
+        factor = rerank_factor(self.settings.index_plan.params if self.settings.index_plan else None)
         scores, ids = self.index().search(
             stacked,
-            k,
+            k * factor,
             nprobe=nprobe or defaults.get("nprobe"),
             ef_search=ef_search or defaults.get("efSearch"),
             exclude=tombstones,
         )
+        if factor > 1:  # a compressed index's candidates, re-scored exactly with the catalog's vectors
+            scores, ids = rerank(self.catalog, stacked, ids, k)
         if len(stacked) != len(queries):
             scores, ids = fuse_views(scores, ids, [len(query.vectors) for query in queries], k)
         stages = [*extra_stages, *self.stages]

@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 
 import faiss
 
+from .compression import RERANK_FACTOR, expected_recall, pca_factory
 from .errors import IndexSpecError
 from .index import METRICS, below_transforms, faiss_reason, find_hnsw, find_ivf
+from .rerank import RERANK_PARAM
 from .sizes import format_size
 
 KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
@@ -46,11 +48,27 @@ def plan_index(
     """Choose a factory string for `count` vectors of `dim` dimensions.
 
     `kind` is one of KINDS or a Faiss index_factory string; `options` may set
-    nlist, m, nbits, M, efConstruction.
+    nlist, m, nbits, M, efConstruction, and rerank (candidates re-ranked per result, see rerank.py).
     """
     if metric not in METRICS:
         raise IndexSpecError(f"unknown metric {metric!r}; choose cosine or l2")
     options = dict(options or {})
+    rerank = int(options.pop(RERANK_PARAM, 1))
+    plan = _plan_kind(kind, count, dim, metric, options)
+    if rerank <= 1:
+        return plan
+    # Any kind may re-rank k x `rerank` candidates with the catalog's float vectors (rerank.py).
+    return IndexPlan(
+        plan.kind,
+        plan.factory,
+        plan.metric,
+        {**plan.params, RERANK_PARAM: rerank},
+        plan.train_size,
+        (f"{plan.reason}; re-ranking {rerank} x k candidates with the catalog's float vectors"),
+    )
+
+
+def _plan_kind(kind: str, count: int, dim: int, metric: str, options: dict) -> IndexPlan:
     if kind == "auto":
         # Planning knobs ride in options: {"max_memory_bytes": ..., "target_recall": ...}.
         budget = options.pop("max_memory_bytes", None)
@@ -88,12 +106,6 @@ SCALAR_FLOPS_PER_SECOND = 1e10
 OPQ_FLOPS_PER_SECOND = 3.5e9
 KMEANS_ITERATIONS = 25  # Faiss's default
 HNSW_QUANTIZER_VISITS = 600  # distance computations per vector assigned through an HNSW quantizer (measured)
-
-# Recall@10 each vector codec tops out at (any nprobe) on 1280-d embeddings, as measured by benchmarks/scale.py
-# at 1M vectors (SQ4 and 0.5 bytes/dim PQ at 100k, where they already did worse; the ceilings drop as N grows).
-# The planner picks the smallest code whose ceiling meets the target; `lookalike tune` then measures the real one.
-CODEC_RECALL = {"Flat": 1.0, "SQ8": 0.97, "SQ6": 0.89, "SQ4": 0.75}
-PQ_RECALL = ((0.5, 0.85), (0.125, 0.60), (0.05, 0.30), (0.0, 0.20))  # (bytes per dim at least, recall@10)
 
 
 @dataclass(frozen=True)
@@ -150,8 +162,9 @@ def plan_auto(
     - above large_limit: IVF with an HNSW coarse quantizer always, so picking a query's lists stays cheap with
       tens of thousands of lists.
     - when the float vectors do not fit `max_memory` (bytes): the same layout with compressed codes, the
-      smallest of SQ8, SQ6, SQ4 or OPQ+PQ whose expected recall meets `target_recall` (else the one that fits
-      with the best expected recall), or IndexSpecError when even the smallest PQ code does not fit.
+      smallest of SQ8, SQ6, SQ4, PCA+SQ8 or OPQ+PQ whose expected recall meets `target_recall`; if none
+      does, PCA+SQ8 re-ranked with the catalog's float vectors (params["rerank"], see rerank.py); else the
+      one that fits with the best expected recall, or IndexSpecError when even the smallest PQ code does not.
     `flat_limit` and `large_limit` are parameters so tests can exercise every band with small sets.
     """
     if metric not in METRICS:
@@ -194,42 +207,58 @@ def _compressed(
     ivf: tuple[int, str, int] | None,
     layout: str,
 ) -> IndexPlan:
-    """The memory-bound plans: the same layout with SQ8/SQ6/SQ4 or OPQ+PQ codes."""
+    """The memory-bound plans: the same layout with SQ8/SQ6/SQ4, PCA + SQ8 or OPQ+PQ codes.
+
+    The smallest plan whose expected recall meets the target wins; plans that re-rank with the catalog's
+    float vectors (reading k x RERANK_FACTOR rows per query) come in only when no plain one meets it.
+    """
     prefix = f"IVF{ivf[0]}{ivf[1]}," if ivf else ""
     params = {"nlist": ivf[0]} if ivf else {}
     train_size = min(count, max(ivf[2] if ivf else 0, 65_536 if count >= 65_536 else 10_000))
-    candidates: list[tuple[str, float, str, dict[str, int]]] = [
-        (codec, CODEC_RECALL[codec], f"{prefix}{codec}", {}) for codec in ("SQ8", "SQ6", "SQ4")
-    ]
-    # OPQ+PQ with 4 to 32 dimensions per sub-quantizer (8-bit codes; 4-bit below 256 x 39 training points).
-    pq_ms = sorted((m for m in range(1, dim // 4 + 1) if dim % m == 0 and dim // m <= 32), reverse=True)
-    for m in pq_ms:
-        pq = f"PQ{m}" if count >= 256 * MIN_POINTS_PER_CENTROID else f"PQ{m}x4"
-        candidates.append((f"OPQ+{pq}", _pq_recall(m / dim), f"OPQ{m},{prefix}{pq}", {"m": m}))
     fitting = []
-    for codec, recall, factory, extra in candidates:
-        kind = ("ivfpq" if extra else "ivf") if ivf else "factory"
-        plan = IndexPlan(kind, factory, metric, {**params, **extra}, train_size)
-        if estimate_plan(plan, count, dim).memory_bytes <= max_memory:
-            fitting.append((codec, recall, plan))
+    for codec, factory, extra, plan_metric in _candidates(dim, prefix, count, metric):
+        kind = ("ivfpq" if "m" in extra else "ivf") if ivf else "factory"
+        plan = IndexPlan(kind, factory, plan_metric, {**params, **extra}, train_size)
+        estimate = estimate_plan(plan, count, dim)
+        if estimate.memory_bytes <= max_memory:
+            fitting.append((estimate.memory_bytes, codec, estimate.recall_ceiling, plan))
     if not fitting:
+        smallest = min((m for m in range(1, dim // 4 + 1) if dim % m == 0 and dim // m <= 32), default=dim)
         raise IndexSpecError(
             f"{count} vectors of dim {dim} do not fit in {format_size(max_memory)} even as "
-            f"{min(pq_ms, default=dim)}-byte PQ codes: raise the memory budget"
+            f"{smallest}-byte PQ codes: raise the memory budget"
         )
-    meeting = [item for item in fitting if item[1] >= target_recall]
+    fitting.sort(key=lambda item: item[0])  # smallest first
+    plain = [item for item in fitting if RERANK_PARAM not in item[3].params]
+    meeting = [item for item in plain if item[2] >= target_recall]
+    meeting = meeting or [item for item in fitting if item[2] >= target_recall]
     if meeting:
-        codec, recall, plan = meeting[-1]  # candidates run from the biggest code down: the smallest that meets it
+        _, codec, recall, plan = meeting[0]
         why = f"expected recall@10 ~{recall:.2f} >= {target_recall}"
     else:
-        codec, recall, plan = fitting[0]
+        _, codec, recall, plan = max(fitting, key=lambda item: item[2])
         why = f"expected recall@10 ~{recall:.2f} is below the {target_recall} target: the best that fits"
-    reason = f"{count} vectors: {layout}; float vectors exceed {format_size(max_memory)}, so {codec} codes ({why})"
+    reason = f"{count} vectors: {layout}; float vectors exceed {format_size(max_memory)}, so {codec} ({why})"
     return _with_reason(plan, reason)
 
 
-def _pq_recall(bytes_per_dim: float) -> float:
-    return next(recall for floor, recall in PQ_RECALL if bytes_per_dim >= floor)
+def _candidates(dim: int, prefix: str, count: int, metric: str) -> list[tuple[str, str, dict[str, int], str]]:
+    """(codec label, factory, extra params, metric) of every compressed plan considered."""
+    plain: dict[str, int] = {}
+    out = [(f"{codec} codes", f"{prefix}{codec}", plain, metric) for codec in ("SQ8", "SQ6", "SQ4")]
+    pca = pca_factory(dim, prefix)
+    if pca is not None:
+        # PCA centres the vectors, and inner products of centred vectors rank differently from cosines;
+        # L2 distances do not change, and on unit vectors they rank like cosines (scores stay cosines).
+        label = pca.split(",", 1)[0] + "+SQ8 codes"
+        out.append((label, pca, plain, "l2"))
+        rerank = f"{label} with the catalog's float vectors re-ranking {RERANK_FACTOR} x k candidates"
+        out.append((rerank, pca, {RERANK_PARAM: RERANK_FACTOR}, "l2"))
+    # OPQ+PQ with 4 to 32 dimensions per sub-quantizer (8-bit codes; 4-bit below 256 x 39 training points).
+    for m in sorted((m for m in range(1, dim // 4 + 1) if dim % m == 0 and dim // m <= 32), reverse=True):
+        pq = f"PQ{m}" if count >= 256 * MIN_POINTS_PER_CENTROID else f"PQ{m}x4"
+        out.append((f"OPQ+{pq} codes", f"OPQ{m},{prefix}{pq}", {"m": m}, metric))
+    return out
 
 
 def _with_reason(plan: IndexPlan, reason: str) -> IndexPlan:
@@ -292,12 +321,7 @@ def estimate_plan(plan: IndexPlan, count: int, dim: int) -> PlanEstimate:
             flops += count * transform.d_in * transform.d_out * 2.0
     if isinstance(inner, faiss.IndexScalarQuantizer) or isinstance(ivf, faiss.IndexIVFScalarQuantizer):
         overhead += 2 * dim * 4
-    recall = 1.0
-    codec = factory.rsplit(",", 1)[-1]
-    if codec in CODEC_RECALL:
-        recall = CODEC_RECALL[codec]
-    elif pq is not None:
-        recall = _pq_recall(pq.M * pq.nbits / 8 / dim)
+    recall = expected_recall(factory, plan.params, pq.M * pq.nbits / 8 / dim if pq is not None else None)
     memory = int(per_vector * count + overhead)
     seconds = flops / FLOPS_PER_SECOND + scalar / SCALAR_FLOPS_PER_SECOND + count * per_vector / 1e9  # + copying
     return PlanEstimate(memory, per_vector, int(overhead), train if not probe.is_trained else 0, seconds, recall)
