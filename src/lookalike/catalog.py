@@ -202,6 +202,14 @@ class Catalog(DuplicateTables):
             chunk = wanted[start : start + 500]
             yield from self.connection.execute(query.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
 
+    def embedding_rows(self, ids: Iterable[int]) -> list[tuple]:
+        """(id, vector bytes, crc or None) of the stored embeddings among `ids`, unchecked (vector_integrity checks)."""
+        return list(
+            self._select_by_ids(
+                f"SELECT e.image_id, e.vector, c.crc {_WITH_CHECKSUMS} WHERE e.image_id IN ({{marks}})", ids
+            )
+        )
+
     def indexed_with_hash(self, content_hash: str) -> list[ImageRecord]:
         """Indexed rows whose file content has this hash."""
         rows = self.connection.execute(

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import IndexSpecError, LookalikeError
 from .factory_check import accepts_search_parameters
+from .faiss_gpu import ivf_training_on_gpus
 from .storage import atomic_write_with, file_checksum
 
 if TYPE_CHECKING:
@@ -154,7 +155,8 @@ class VectorIndex:
             if len(vectors) == 0:
                 raise IndexSpecError("cannot train an index on an empty collection")
             try:
-                self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+                with ivf_training_on_gpus(self.index):  # k-means on every GPU when faiss-gpu sees one
+                    self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
             except RuntimeError as error:
                 raise IndexSpecError(
                     f"Faiss could not train this index on {len(vectors)} vectors: {faiss_reason(error)}; "

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from .catalog import Catalog
 
 RERANK_PARAM = "rerank"  # key of the re-ranking factor in an IndexPlan's params
-_CHUNK = 500  # SQLite's default limit on bound variables is 999 (older builds): stay under it
 
 
 def rerank_factor(params: dict[str, int] | None) -> int:
@@ -32,16 +31,7 @@ def stored_vectors(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.nd
 
     Damaged rows (checksum or shape) are left out, as everywhere a vector is ranked.
     """
-    wanted = np.unique(ids[ids >= 0]).tolist()
-    rows: list[tuple] = []
-    for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start : start + _CHUNK]
-        marks = ",".join("?" * len(chunk))
-        rows += catalog.connection.execute(
-            "SELECT e.image_id, e.vector, c.crc FROM embeddings e "
-            f"LEFT JOIN embedding_checksums c ON c.image_id = e.image_id WHERE e.image_id IN ({marks})",
-            chunk,
-        ).fetchall()
+    rows = catalog.embedding_rows(np.unique(ids[ids >= 0]).tolist())
     rows = [row for row, ok in zip(rows, intact_rows(rows)) if ok]
     sizes = {len(row[1]) for row in rows}
     if not rows or len(sizes) > 1:
