@@ -30,8 +30,10 @@ Look-alikes: labelled sets from the category folders of the Debian packages
 tuxpaint-stamps (first-level folder) and openclipart-png; mean precision@10 of
 same-category neighbours (the query itself excluded), each package's set
 searched on its own, since both have e.g. "animals" and "food".
-Cost: model-only milliseconds per image at batch 32 (best of 3), torch threads
-= cores, and the bytes of one float32 vector.
+Cost: multiply-accumulates per image of the network's convolutions (a count,
+free of the machine's load), model-only milliseconds per image at batch 32
+(best of 2, torch threads = cores; only as steady as the machine is idle), and
+the bytes of one float32 vector.
 
 Embeddings are cached per forward pass under --data/embedder-choice, so a
 rerun only evaluates.
@@ -176,7 +178,7 @@ def embed_pass(pass_name: str, paths: list[str], cache: Path) -> dict[str, np.nd
     return pooled
 
 
-def time_pass(pass_name: str, paths: list[str], repeats: int = 3) -> float:
+def time_pass(pass_name: str, paths: list[str], repeats: int = 2) -> float:
     """Model-only ms per image at batch BATCH (best of `repeats`, after one warm-up)."""
     import torch
 
@@ -191,6 +193,26 @@ def time_pass(pass_name: str, paths: list[str], repeats: int = 3) -> float:
             network.extract_features(batch).mean(dim=(2, 3))
             best = min(best, time.perf_counter() - started)
     return 1000 * best / len(batch)
+
+
+def gmacs_per_image(pass_name: str) -> float:
+    """Multiply-accumulates of the convolutions up to the feature map, in billions: a cost free of load."""
+    import torch
+
+    name, size = PASSES[pass_name]
+    network = feature_network(name)
+    total = [0]
+
+    def count(module, _inputs, output) -> None:
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        total[0] += output.numel() * (module.in_channels // module.groups) * kernel
+
+    hooks = [m.register_forward_hook(count) for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        network.extract_features(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    return total[0] / 1e9
 
 
 def variant_vectors(variant: str, embeddings: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
@@ -277,6 +299,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         if p not in timings:
             timings[p] = time_pass(p, tux_paths + clip_paths)
             timing_file.write_text(json.dumps(timings, indent=1))
+        if f"{p} GMACs" not in timings:
+            timings[f"{p} GMACs"] = gmacs_per_image(p)
+            timing_file.write_text(json.dumps(timings, indent=1))
     spans = np.cumsum([0, len(collection), len(queries), len(tux_paths), len(clip_paths)])
     rows = []
     for variant in args.variants:
@@ -287,7 +312,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         row["tuxpaint P@10"] = precision_at_10(part[2], tux_labels)
         row["openclipart P@10"] = precision_at_10(part[3], clip_labels)
         row["look-alike P@10"] = (row["tuxpaint P@10"] + row["openclipart P@10"]) / 2
-        row["ms/image"] = sum(timings[p] for p in dict.fromkeys(p for p, _ in VARIANTS[variant]))
+        passes = dict.fromkeys(p for p, _ in VARIANTS[variant])
+        row["GMACs/image"] = sum(timings[f"{p} GMACs"] for p in passes)
+        row["ms/image"] = sum(timings[p] for p in passes)
         row["bytes/image"] = 4 * vectors.shape[1]
         rows.append(row)
     counts = {
@@ -308,7 +335,8 @@ COLUMNS = [
     ("tuxpaint P@10", "{:.3f}"),
     ("openclipart P@10", "{:.3f}"),
     ("look-alike P@10", "{:.3f}"),
-    ("ms/image", "{:.1f}"),
+    ("GMACs/image", "{:.2f}"),
+    ("ms/image", "{:.0f}"),
     ("bytes/image", "{:,}"),
 ]
 
