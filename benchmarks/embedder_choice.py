@@ -55,7 +55,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from copydetect_data import build  # noqa: E402
-from lookalike.embedders import cpu_threads, get_embedder_spec, l2_normalise  # noqa: E402
+from lookalike.embedders import (  # noqa: E402
+    DEFAULT_EMBEDDER,
+    cpu_threads,
+    get_embedder_spec,
+    l2_normalise,
+    load_embedder,
+)
 from lookalike.images import decode_file  # noqa: E402
 
 SEED = 7
@@ -293,6 +299,11 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
     cache = data / "embedder-choice"
     needed = sorted({p for variant in args.variants for p, _ in VARIANTS[variant]})
     embeddings = {p: embed_pass(p, all_paths, cache) for p in needed}
+    if "lite0@224" in embeddings:  # today's variant is what the project itself stores
+        project = load_embedder(DEFAULT_EMBEDDER).embed(decode_all(collection[:16], 224))
+        agreement = float((project * l2_normalise(embeddings["lite0@224"]["avg"][:16])).sum(axis=1).min())
+        print(f"Lite0 224 avg against the project's embedder: min cosine {agreement:.6f} on 16 images")
+        assert agreement > 0.999, agreement
     timing_file = cache / "timings.json"
     timings = json.loads(timing_file.read_text()) if timing_file.exists() else {}
     for p in needed:
