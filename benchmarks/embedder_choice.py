@@ -260,6 +260,7 @@ def copy_recall(collection: np.ndarray, queries: np.ndarray, originals: list[int
         hits = [ranked[i].tolist().index(originals[i]) if originals[i] in ranked[i] else 99 for i in rows]
         result[f"{tier} R@1"] = float(np.mean([h < 1 for h in hits]))
         result[f"{tier} R@10"] = float(np.mean([h < 10 for h in hits]))
+        result[f"{tier} found@10"] = [h < 10 for h in hits]
     return result
 
 
@@ -328,6 +329,11 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         row["ms/image"] = sum(timings[p] for p in passes)
         row["bytes/image"] = 4 * vectors.shape[1]
         rows.append(row)
+    for row in rows:  # paired against today's: hard queries found in the top 10 that it misses, and the reverse
+        today = rows[0]["hard found@10"]
+        gained = sum(a and not b for a, b in zip(row["hard found@10"], today, strict=True))
+        lost = sum(b and not a for a, b in zip(row["hard found@10"], today, strict=True))
+        row["hard @10 vs first"] = f"+{gained} / -{lost}"
     counts = {
         "collection": len(collection),
         "mild": sum(q.tier == "mild" for q in queries),
@@ -343,6 +349,7 @@ COLUMNS = [
     ("mild R@1", "{:.3f}"),
     ("hard R@1", "{:.3f}"),
     ("hard R@10", "{:.3f}"),
+    ("hard @10 vs first", "{}"),
     ("tuxpaint P@10", "{:.3f}"),
     ("openclipart P@10", "{:.3f}"),
     ("look-alike P@10", "{:.3f}"),
