@@ -1,8 +1,8 @@
 """Choosing the embedder: candidate networks and poolings on copies and on plain look-alikes, in one run.
 
-    python benchmarks/embedder_choice.py --quick     # copydetect's --quick data (800 images, 240 queries),
-                                                     # ~20 clip-art images per category
-    python benchmarks/embedder_choice.py             # 2,600 images, 700 queries, ~40 per category
+    python benchmarks/embedder_choice.py --quick --views   # copydetect's --quick data (800 images, 240 queries),
+                                                           # ~20 clip-art images per category
+    python benchmarks/embedder_choice.py                   # 2,600 images, 700 queries, ~40 per category
     python benchmarks/embedder_choice.py --quick --variants "Lite0 224 avg (today)" "Lite0 224 GeM"
 
 Candidates (all in PyTorch on the CPU, so that their costs compare; today's
@@ -25,7 +25,9 @@ size (EXIF-oriented, transparency flattened onto white, squashed, no crop).
 Copies: the copy-detection data of copydetect.py (built into --data if it is
 not there); for each variant, recall@1 and @10 of the original for mild and
 hard queries, one whole-image vector per query, exact cosine search (Faiss
-IndexFlatIP) over the collection, so only the embedder differs.
+IndexFlatIP) over the collection, so only the embedder differs. With --views,
+Lite0 224's poolings also search with every query's lookalike.regions views,
+fused by max per collection image (as copydetect.py's "all views").
 Look-alikes: labelled sets from the category folders of the Debian packages
 tuxpaint-stamps (first-level folder) and openclipart-png; mean precision@10 of
 same-category neighbours (the query itself excluded), each package's set
@@ -278,6 +280,48 @@ def precision_at_10(vectors: np.ndarray, labels: list[str]) -> float:
     return float(np.mean(scores))
 
 
+def views_recall(
+    queries: list, collection_vectors: dict[str, np.ndarray], originals: list[int], cache: Path
+) -> dict[str, dict]:
+    """Recall with lookalike.regions' views (all pieces), fused by max per collection image, per Lite0 224 pooling."""
+    import faiss
+    import torch
+    from PIL import Image
+
+    from lookalike.regions import fuse_view_hits, propose_views
+
+    file = cache / f"views-{hashlib.sha256(''.join(q.path for q in queries).encode()).hexdigest()[:16]}.npz"
+    if file.exists():
+        saved = dict(np.load(file))
+    else:
+        network = feature_network("efficientnet-lite0")
+        parts: dict[str, list[np.ndarray]] = {p: [] for p in POOLINGS}
+        counts = []
+        for query in queries:
+            views = propose_views(Image.open(query.path).convert("RGB"), 224)
+            counts.append(len(views))
+            with torch.inference_mode():
+                features = network.extract_features(torch.from_numpy(normalise(np.stack([v.pixels for v in views]))))
+            for pooling in POOLINGS:
+                parts[pooling].append(pool(features, pooling))
+        saved = {p: np.concatenate(v).astype(np.float32) for p, v in parts.items()}
+        saved["counts"] = np.asarray(counts)
+        np.savez(file, **saved)
+    bounds = np.concatenate([[0], np.cumsum(saved["counts"])])
+    result = {}
+    for pooling, stored in collection_vectors.items():
+        index = faiss.IndexFlatIP(stored.shape[1])
+        index.add(stored)
+        scores, ids = index.search(l2_normalise(saved[pooling]), 100)
+        ranks = []
+        for number, original in enumerate(originals):
+            span = slice(bounds[number], bounds[number + 1])
+            fused = [hit[0] for hit in fuse_view_hits(ids[span], scores[span])][:10]
+            ranks.append(fused.index(original) if original in fused else 99)
+        result[pooling] = ranks
+    return result
+
+
 # --- run ---------------------------------------------------------------------------
 
 
@@ -334,6 +378,17 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         gained = sum(a and not b for a, b in zip(row["hard found@10"], today, strict=True))
         lost = sum(b and not a for a, b in zip(row["hard found@10"], today, strict=True))
         row["hard @10 vs first"] = f"+{gained} / -{lost}"
+    if args.views:
+        chosen = {"Lite0 224 avg (today)": "avg", "Lite0 224 GeM": "gem", "Lite0 224 R-MAC": "rmac"}
+        stored = {p: variant_vectors(v, embeddings)[: len(collection)] for v, p in chosen.items()}
+        ranks = views_recall(queries, stored, [position[q.original] for q in queries], cache)
+        for variant, pooling in chosen.items():
+            print(variant, "with views:", end=" ")
+            for tier in ("mild", "hard"):
+                tier_ranks = [r for r, q in zip(ranks[pooling], queries, strict=True) if q.tier == tier]
+                r1, r10 = np.mean([r < 1 for r in tier_ranks]), np.mean([r < 10 for r in tier_ranks])
+                print(f"{tier} R@1 {r1:.3f} R@10 {r10:.3f}", end="  ")
+            print()
     counts = {
         "collection": len(collection),
         "mild": sum(q.tier == "mild" for q in queries),
@@ -373,6 +428,7 @@ def main() -> None:
     parser.add_argument("--per-category", type=int, default=40, help="look-alike images per category")
     parser.add_argument("--quick", action="store_true", help="800 images, 240 queries, 20 per category")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--views", action="store_true", help="also Lite0 224 poolings with lookalike.regions views")
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "lookalike-copydetect"))
     args = parser.parse_args()
     if args.quick:
