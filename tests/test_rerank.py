@@ -96,3 +96,13 @@ def test_auto_under_a_tight_budget_builds_a_reranked_pca_plan_that_searches_well
     truth = _exact(vectors, queries)
     assert recall_at_k(ids, truth) >= max(0.95, recall_at_k(plain, truth) + 0.03)
     assert scores[:, 0] == pytest.approx(np.max(queries @ vectors.T, axis=1), abs=1e-5)  # cosines, not L2
+
+
+def test_tune_measures_a_reranked_plan_after_reranking(folders: dict[str, Path]) -> None:
+    """Tuning sees the recall searches get: a re-ranked plan's, not that of its codes alone."""
+    recalls = {}
+    for name in ("plain", "reranked"):
+        with Collection.open(folders[name]) as collection:
+            result = collection.tune(target_recall=0.99, queries=60, store=False, full=True)
+        recalls[name] = max(point.recall for point in result.points)
+    assert recalls["plain"] < 0.95 and recalls["reranked"] >= recalls["plain"] + 0.03

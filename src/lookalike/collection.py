@@ -26,6 +26,7 @@ from .index_store import IndexStore, Notice
 from .info import CollectionInfo, describe
 from .ingest import Ingester, IngestReport, Mapper, ProgressCallback, SkipCallback
 from .planner import IndexPlan, plan_index
+from .rerank import rerank_factor
 from .search import (
     MAX_K,
     Stage,
@@ -295,6 +296,7 @@ class Collection(Searching, DuplicateFinding):
             queries=queries,
             seed=seed,
             full=full,
+            rerank_factor=rerank_factor(self.current_plan().params),
             **({"latency_queries": latency_queries} if latency_queries else {}),
         )
         if store and result.chosen is not None:

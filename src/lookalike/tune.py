@@ -19,8 +19,9 @@ point is stored and `TuneResult.met` is False.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import faiss
@@ -30,8 +31,11 @@ from .catalog import Catalog
 from .errors import InvalidArgumentError
 from .index import VectorIndex, find_hnsw, find_ivf
 from .planner import DEFAULT_TARGET_RECALL
+from .rerank import rerank
 
 DEFAULT_QUERIES = 500
+# A plan's re-ranking: (candidates fetched per result, function re-scoring (queries, candidate ids, k) exactly).
+Rescore = tuple[int, Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]]
 LATENCY_QUERIES = 200  # queries timed one by one at each point
 HNSW_EF_VALUES = (16, 32, 64, 128, 256, 512, 1024)
 
@@ -181,20 +185,33 @@ def measure(
     value: int,
     exclude: np.ndarray | None = None,
     latency_queries: int = LATENCY_QUERIES,
+    rescore: Rescore | None = None,
 ) -> OperatingPoint:
-    """Recall and latency of `index` with the knob at `value` (through lookalike's own search path)."""
+    """Recall and latency of `index` with the knob at `value` (through lookalike's own search path).
+
+    With `rescore` (a plan that re-ranks, see rerank.py), as the collection's search does: `factor` x (k + 1)
+    candidates from the index, re-scored exactly, the best k + 1 kept.
+    """
     knobs = {"nprobe": value} if param == "nprobe" else {"ef_search": value} if param == "efSearch" else {}
+
+    def search(rows: np.ndarray) -> np.ndarray:
+        if rescore is None:
+            return index.search(rows, k + 1, exclude=exclude, **knobs)[1]
+        factor, exact = rescore
+        _, candidates = index.search(rows, (k + 1) * factor, exclude=exclude, **knobs)
+        return exact(rows, candidates, k + 1)[1]
+
     start = time.perf_counter()
-    _, found = index.search(queries, k + 1, exclude=exclude, **knobs)
+    found = search(queries)
     batch = time.perf_counter() - start
     found = drop_self(found, query_ids, k)
     timed = queries[: max(1, min(latency_queries, len(queries)))]
     for row in timed[:3]:  # warm up caches and Faiss's thread pool
-        index.search(row[None], k + 1, exclude=exclude, **knobs)
+        search(row[None])
     times = np.empty(len(timed))
     for i, row in enumerate(timed):
         tick = time.perf_counter_ns()
-        index.search(row[None], k + 1, exclude=exclude, **knobs)
+        search(row[None])
         times[i] = (time.perf_counter_ns() - tick) / 1e6
     return OperatingPoint(
         param,
@@ -218,6 +235,7 @@ def tune_index(
     values: list[int] | None = None,
     latency_queries: int = LATENCY_QUERIES,
     full: bool = False,
+    rescore: Rescore | None = None,
 ) -> tuple[str, list[OperatingPoint]]:
     """Sweep the index's knob; stop once recall reaches 1.0, or two values after the first that meets the target.
 
@@ -229,7 +247,7 @@ def tune_index(
     points: list[OperatingPoint] = []
     after_target = 0
     for value in values or default_values:
-        point = measure(index, queries, query_ids, truth, k, param, value, exclude, latency_queries)
+        point = measure(index, queries, query_ids, truth, k, param, value, exclude, latency_queries, rescore)
         points.append(point)
         if full:
             continue
@@ -268,8 +286,11 @@ def measure_collection(
     seed: int = 0,
     latency_queries: int = LATENCY_QUERIES,
     full: bool = False,
+    rerank_factor: int = 1,
 ) -> TuneResult:
     """Measure `index` on a seeded sample of the catalog's own stored embeddings; choose, store nothing.
+
+    With `rerank_factor` > 1 (the plan re-ranks with the catalog's vectors), recall is measured after re-ranking.
 
     InvalidArgumentError on bad arguments or a collection of fewer than 2 images.
     """
@@ -301,6 +322,7 @@ def measure_collection(
         catalog.tombstones(),
         latency_queries=latency_queries,
         full=full,
+        rescore=(rerank_factor, partial(rerank, catalog)) if rerank_factor > 1 else None,
     )
     chosen, met = choose(points, target_recall)
     return TuneResult(factory, len(all_ids), k, len(query_ids), target_recall, param, points, chosen, met)
