@@ -115,11 +115,13 @@ def inference_ceiling(input_size: int, engines: tuple = ENGINES) -> dict[str, tu
 
 def peak_rss_of_ingest(folder: Path, work: Path) -> float:
     """Peak resident memory (MiB) of a fresh process that ingests `folder`."""
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork and execve, so a child would report
+    # this (model-loaded) benchmark process's own peak. VmHWM belongs to the new program's memory alone.
     script = (
-        "import resource, sys, lookalike\n"
+        "import re, sys, lookalike\n"
         "with lookalike.Collection.create(sys.argv[2]) as c:\n"
         "    c.add_folder(sys.argv[1])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
     )
     target = work / "rss-index"
     shutil.rmtree(target, ignore_errors=True)
