@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from . import catalog_file
 from .catalog_duplicates import DuplicateTables, StoredSignature
 from .catalog_schema import MIGRATIONS, SCHEMA_VERSION, TABLE_ONLY_STEPS, as_temporary, climb_from_nothing, run_script
 from .errors import CollectionNotFoundError, CorruptCatalogError, NotIndexedError, SchemaVersionError
-from .vector_integrity import intact_rows, sound_vectors, vector_checksum
+from .vector_integrity import checked_vectors, intact_rows, sound_vectors, vector_checksum
 
 CATALOG_FILE = "catalog.sqlite"
 IMAGE_COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, error"
@@ -202,13 +201,10 @@ class Catalog(DuplicateTables):
             chunk = wanted[start : start + 500]
             yield from self.connection.execute(query.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
 
-    def embedding_rows(self, ids: Iterable[int]) -> list[tuple]:
-        """(id, vector bytes, crc or None) of the stored embeddings among `ids`, unchecked (vector_integrity checks)."""
-        return list(
-            self._select_by_ids(
-                f"SELECT e.image_id, e.vector, c.crc {_WITH_CHECKSUMS} WHERE e.image_id IN ({{marks}})", ids
-            )
-        )
+    def embeddings_of(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids ascending, float32 vectors) of the sound stored embeddings among `ids` (damaged ones left out)."""
+        query = f"SELECT e.image_id, e.vector, c.crc {_WITH_CHECKSUMS} WHERE e.image_id IN ({{marks}})"
+        return checked_vectors(sorted(self._select_by_ids(query, ids)))
 
     def indexed_with_hash(self, content_hash: str) -> list[ImageRecord]:
         """Indexed rows whose file content has this hash."""
@@ -260,24 +256,9 @@ class Catalog(DuplicateTables):
         """Yield (ids int64, vectors float32) in id order, `batch_size` rows at a time, streaming."""
         query = f"SELECT e.image_id, e.vector, c.crc {_WITH_CHECKSUMS} WHERE e.image_id > ? ORDER BY e.image_id LIMIT ?"
         for rows in self.pages(query, after_id, batch_size):
-            # Damaged rows (checksum, length, not unit length) are left out: a damaged vector is never ranked.
-            intact = intact_rows(rows)
-            if not all(intact):
-                rows = [row for row, ok in zip(rows, intact) if ok]
-                if not rows:
-                    continue
-            lengths = Counter(len(row[1]) for row in rows)
-            size = lengths.most_common(1)[0][0]
-            if len(lengths) > 1:
-                rows = [row for row in rows if len(row[1]) == size]
-            ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-            # One copy of all the rows' bytes into one writable buffer (np.stack would copy them twice).
-            vectors = np.frombuffer(bytearray().join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), -1)
-            sound = sound_vectors(vectors, size)
-            if sound.all():
+            ids, vectors = checked_vectors(rows)  # damaged rows are left out: a damaged vector is never ranked
+            if len(ids):
                 yield ids, vectors
-            elif sound.any():
-                yield ids[sound], vectors[sound]
 
     def sample_embeddings(self, count: int, seed: int = 1338) -> np.ndarray:
         """Up to `count` stored vectors picked at random (for training an index)."""

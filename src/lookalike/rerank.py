@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .vector_integrity import intact_rows, sound_vectors
-
 if TYPE_CHECKING:
     from .catalog import Catalog
 
@@ -26,32 +24,13 @@ def rerank_factor(params: dict[str, int] | None) -> int:
     return max(1, int((params or {}).get(RERANK_PARAM, 1)))
 
 
-def stored_vectors(catalog: Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ids ascending, float32 vectors) of those `ids` whose stored embedding is intact.
-
-    Damaged rows (checksum or shape) are left out, as everywhere a vector is ranked.
-    """
-    rows = catalog.embedding_rows(np.unique(ids[ids >= 0]).tolist())
-    rows = [row for row, ok in zip(rows, intact_rows(rows)) if ok]
-    sizes = {len(row[1]) for row in rows}
-    if not rows or len(sizes) > 1:
-        rows = [row for row in rows if len(row[1]) == max(sizes, default=0)]
-    if not rows:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    found = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
-    sound = sound_vectors(vectors, len(rows[0][1]))
-    order = np.argsort(found[sound])
-    return found[sound][order], vectors[sound][order]
-
-
 def rerank(catalog: Catalog, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's candidates `ids` re-scored by exact cosine with their stored vectors: the k best, best first.
 
     Returns (scores, ids) of shape (len(queries), k) like VectorIndex.search: missing slots have id -1 and
     score -inf. Candidates without an intact stored vector are dropped (a stale or damaged row is never ranked).
     """
-    known, vectors = stored_vectors(catalog, ids)
+    known, vectors = catalog.embeddings_of(np.unique(ids[ids >= 0]).tolist())
     out_ids = np.full((len(queries), k), -1, dtype=np.int64)
     out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     if len(known) == 0 or vectors.shape[1] != queries.shape[1]:

@@ -8,6 +8,7 @@ length (or all zeros, for a blank image): a row failing either test is damaged a
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 
 import numpy as np
 
@@ -35,3 +36,23 @@ def sound_vectors(vectors: np.ndarray, row_bytes: int) -> np.ndarray:
 def intact_rows(rows: list[tuple]) -> list[bool]:
     """For (.., vector bytes, crc or None) rows: True where the bytes still match their recorded checksum."""
     return [row[-1] is None or zlib.crc32(row[-2]) == row[-1] for row in rows]
+
+
+def checked_vectors(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids int64, float32 vectors) of the sound rows among (id, vector bytes, crc or None) rows, in their order.
+
+    Left out: rows failing their checksum, rows of another length than most (a torn or foreign write), and
+    vectors that are not finite and of unit length. A damaged vector is never ranked.
+    """
+    rows = [row for row, ok in zip(rows, intact_rows(rows)) if ok]
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    lengths = Counter(len(row[1]) for row in rows)
+    size = lengths.most_common(1)[0][0]
+    if len(lengths) > 1:
+        rows = [row for row in rows if len(row[1]) == size]
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    # One copy of all the rows' bytes into one writable buffer (np.stack would copy them twice).
+    vectors = np.frombuffer(bytearray().join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), -1)
+    sound = sound_vectors(vectors, size)
+    return (ids, vectors) if sound.all() else (ids[sound], vectors[sound])
