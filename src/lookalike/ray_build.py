@@ -12,16 +12,13 @@ build leaves the collection's index as it was.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 
 from .errors import InvalidArgumentError
 from .index import VectorIndex
-from .ray_cluster import ClusterSession, cluster_cpus, import_ray
+from .ray_cluster import ClusterSession, import_ray, results_as_finished
 from .sharded_build import SHARD_VECTORS, add_shard, merge_shard, trained_copy
-
-SHARDS_PER_CPU = 2  # in flight per CPU of the cluster: every worker busy while the driver merges one
 
 
 class RayShardAdder:
@@ -40,26 +37,9 @@ class RayShardAdder:
         with ClusterSession(self.address) as ray:
             trained = ray.put(trained_copy(index))
             task = ray.remote(num_cpus=1, max_retries=3)(add_shard)
-            limit = max(2, SHARDS_PER_CPU * cluster_cpus(ray))
-            pending: list[Any] = []
+            submissions = (task.remote(trained, index.metric, ids, vectors) for ids, vectors in shards)
             merged = 0
-            try:
-                for ids, vectors in shards:
-                    pending.append(task.remote(trained, index.metric, ids, vectors))
-                    if len(pending) >= limit:
-                        pending = _merge_next(ray, index, pending)
-                        merged += 1
-                while pending:
-                    pending = _merge_next(ray, index, pending)
-                    merged += 1
-            finally:
-                for ref in pending:
-                    ray.cancel(ref)
+            for shard in results_as_finished(ray, submissions):
+                merge_shard(index, shard)
+                merged += 1
             return merged
-
-
-def _merge_next(ray: Any, index: VectorIndex, pending: list[Any]) -> list[Any]:
-    """Merge the first shard to finish; the ones still pending."""
-    ready, pending = ray.wait(pending, num_returns=1)
-    merge_shard(index, ray.get(ready[0]))
-    return pending

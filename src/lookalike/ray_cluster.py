@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .errors import InvalidArgumentError
 
+# Tasks in flight per CPU of the cluster: every worker stays busy while the driver takes in a result.
+TASKS_PER_CPU = 2
 CONNECT_TIMEOUT_S = 10.0  # ray.init waits minutes on an address where nothing answers: a plain socket says at once
 
 
@@ -69,6 +72,23 @@ class ClusterSession:
             self._connected = False
 
 
-def cluster_cpus(ray: Any) -> int:
-    """How many CPUs the connected cluster has (at least one)."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+def results_as_finished(ray: Any, submissions: Iterable[Any]) -> Iterator[Any]:
+    """The results of tasks as they finish, in any order, TASKS_PER_CPU per CPU of the cluster in flight.
+
+    `submissions` is consumed lazily (e.g. `(task.remote(job) for job in jobs)`), so a task is only sent once a
+    slot is free; tasks still pending when the caller stops are cancelled.
+    """
+    limit = max(2, TASKS_PER_CPU * int(ray.cluster_resources().get("CPU", 1)))
+    pending: list[Any] = []
+    try:
+        for ref in submissions:
+            pending.append(ref)
+            if len(pending) >= limit:
+                ready, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(ready[0])
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(ready[0])
+    finally:
+        for ref in pending:
+            ray.cancel(ref)

@@ -24,11 +24,10 @@ from .embedders import Embedder, load_embedder
 from .errors import EmbedderMismatchError, InvalidArgumentError
 from .files import FileEntry
 from .ingest import MappedImage, map_files
-from .ray_cluster import ClusterSession, cluster_cpus, import_ray
+from .ray_cluster import ClusterSession, import_ray, results_as_finished
 
 SHARD_SIZE = 64
 TASKS_PER_GPU = 4  # shard tasks sharing one GPU: each decodes on its own CPU, so the model is rarely idle
-SHARDS_PER_CPU = 2  # shards in flight per CPU of the cluster: enough to keep every worker busy while one commits
 
 _WORKER_EMBEDDERS: dict[tuple[str, str, str], Embedder] = {}  # per worker process: loaded once, kept
 
@@ -103,20 +102,8 @@ class RayMapper:
             return
         with ClusterSession(self.address) as ray:
             task = ray.remote(max_retries=3, **self._resources(ray))(map_shard)
-            limit = max(2, SHARDS_PER_CPU * cluster_cpus(ray))
-            pending: list[Any] = []
-            try:
-                for job in self._shards(todo):
-                    pending.append(task.remote(job))
-                    if len(pending) >= limit:
-                        ready, pending = ray.wait(pending, num_returns=1)
-                        yield self._checked(ray.get(ready[0]))
-                while pending:
-                    ready, pending = ray.wait(pending, num_returns=1)
-                    yield self._checked(ray.get(ready[0]))
-            finally:
-                for ref in pending:
-                    ray.cancel(ref)
+            for result in results_as_finished(ray, (task.remote(job) for job in self._shards(todo))):
+                yield self._checked(result)
 
     def _resources(self, ray: Any) -> dict[str, float]:
         """What each shard's task holds: a CPU, and with device cuda a share of a GPU (several decode per GPU)."""
