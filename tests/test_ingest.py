@@ -397,3 +397,23 @@ def test_a_batch_still_on_the_device_is_committed_after_the_next_is_submitted(tm
         for image_id in collection.catalog.embedding_ids().tolist():
             path = collection.catalog.images_by_id([image_id])[image_id].path
             np.testing.assert_allclose(stored[path], collection.catalog.embedding(image_id), atol=1e-6)
+
+
+def test_a_run_with_nothing_new_never_loads_the_model(tmp_path: Path) -> None:
+    from lookalike.catalog import Catalog
+    from lookalike.ingest import Ingester
+
+    photos = tmp_path / "photos"
+    _photos(photos, ["astronaut", "coffee"])
+    with Collection.create(tmp_path / "idx", embedder=PLUMBING) as collection:
+        collection.add_folder(photos)
+
+    def no_model() -> None:
+        raise AssertionError("the model was loaded for a folder with nothing to embed")
+
+    catalog = Catalog.open(tmp_path / "idx")
+    try:
+        report = Ingester(catalog, no_model, 64).run(str(photos))  # type: ignore[arg-type]
+    finally:
+        catalog.close()
+    assert (report.unchanged, report.embedded) == (2, 0)

@@ -164,6 +164,8 @@ class Ingester:
                 done += len(group)
                 self.on_progress(done, total)
             return
+        if total == 0:  # nothing new or changed: a re-run never loads the model
+            return
         # The model is loaded before decoding starts: on a GPU it may decode the JPEGs itself (nvJPEG), and it
         # sets the batch size (256 on CUDA, where small batches leave the device idle).
         embedder = self._loaded_embedder()
