@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
 from lookalike.demo import SAMPLE_PHOTOS, sample_photo
-from lookalike.signatures import SIGNATURE_BYTES, compute_signature
+from lookalike.signatures import THUMBNAIL_BYTES, compute_signature
 
 CLIPART = ("/usr/share/openclipart/**/*.png", "/usr/share/tuxpaint/stamps/**/*.png")
 PHOTOS = (
@@ -67,10 +67,10 @@ def _distinct(sources: list[Image.Image]) -> list[Image.Image]:
     """Drop sources whose pixels repeat an earlier one's: clip art collections hold the same drawing in
     several files, and such a pair is a true duplicate, not a false positive."""
     kept: list[Image.Image] = []
-    thumbnails = np.zeros((len(sources), SIGNATURE_BYTES), dtype=np.float32)
+    thumbnails = np.zeros((len(sources), THUMBNAIL_BYTES), dtype=np.float32)
     for image in sources:
         pixels = np.asarray(_flatten(image).resize((224, 224), Image.Resampling.BILINEAR))
-        thumbnail = np.frombuffer(compute_signature(pixels), dtype=np.uint8).astype(np.float32)
+        thumbnail = np.frombuffer(compute_signature(pixels), dtype=np.uint8, count=THUMBNAIL_BYTES).astype(np.float32)
         if kept:
             distances = np.sqrt(np.mean((thumbnails[: len(kept)] - thumbnail) ** 2, axis=1))
             if float(distances.min()) <= DISTINCT_SOURCES:

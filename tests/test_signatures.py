@@ -6,13 +6,17 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance
 
 from lookalike.demo import sample_photo
 from lookalike.signatures import (
     SIGNATURE_BYTES,
+    THUMBNAIL_BYTES,
     SignatureError,
+    coarse_distance,
+    colours_differ,
     compute_signature,
+    corner_masked_correlation,
     crop_tolerant_correlation,
     estimate_jpeg_quality,
     signature_distance,
@@ -35,10 +39,53 @@ def coffee() -> Image.Image:
     return sample_photo("coffee")
 
 
-def test_signature_is_1024_bytes_and_the_same_every_time(coffee: Image.Image) -> None:
+def test_signature_is_a_grey_and_a_colour_thumbnail_and_the_same_every_time(coffee: Image.Image) -> None:
     first = compute_signature(pixels(coffee))
-    assert len(first) == SIGNATURE_BYTES
+    assert len(first) == SIGNATURE_BYTES == 32 * 32 + 8 * 8 * 3
     assert compute_signature(pixels(coffee).copy()) == first
+
+
+def test_colours_tell_a_recoloured_picture_from_a_toned_copy(coffee: Image.Image) -> None:
+    original = compute_signature(pixels(coffee))
+    red, green, blue = coffee.convert("RGB").split()
+    recoloured = compute_signature(pixels(Image.merge("RGB", (blue, red, green))))  # other hues, same layout
+    toned = ImageEnhance.Color(ImageEnhance.Brightness(coffee).enhance(1.2)).enhance(0.75)
+    grey = coffee.convert("L").convert("RGB")
+    assert colours_differ(original, recoloured)
+    assert not colours_differ(original, compute_signature(pixels(toned)))
+    assert not colours_differ(original, compute_signature(pixels(grey)))  # may be a black-and-white copy
+    assert not colours_differ(original[:THUMBNAIL_BYTES], recoloured)  # stored before colour: grey alone decides
+
+
+def test_signatures_stored_before_the_colour_thumbnail_still_compare(coffee: Image.Image) -> None:
+    signature = compute_signature(pixels(coffee))
+    darker = compute_signature(pixels(ImageEnhance.Brightness(coffee).enhance(0.8)))
+    assert signature_distance(signature[:THUMBNAIL_BYTES], darker) == signature_distance(signature, darker)
+    assert crop_tolerant_correlation(signature[:THUMBNAIL_BYTES], [darker])[0] > 0.99
+
+
+def test_a_halved_line_drawing_is_closer_at_16_than_at_32_pixels() -> None:
+    drawing = Image.new("RGB", (60, 60), "white")
+    draw = ImageDraw.Draw(drawing)
+    for offset in range(4, 56, 6):
+        draw.line((offset, 4, 60 - offset, 56), fill="black", width=1)
+    halved = drawing.resize((30, 30), Image.Resampling.LANCZOS)
+    other = drawing.transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(30, fillcolor="white")
+    original, small = compute_signature(pixels(drawing)), compute_signature(pixels(halved))
+    assert coarse_distance(original, small) < signature_distance(original, small) / 1.5
+    assert coarse_distance(original, compute_signature(pixels(other))) > 2 * coarse_distance(original, small)
+
+
+def test_a_corner_watermark_is_left_out_of_the_correlation(coffee: Image.Image) -> None:
+    marked = coffee.convert("RGB")
+    w, h = marked.size
+    ImageDraw.Draw(marked).rectangle((w - w // 5 - 4, 4, w - 4, 4 + h // 12), fill="black")
+    original, copy = compute_signature(pixels(coffee)), compute_signature(pixels(marked))
+    others = [compute_signature(pixels(sample_photo(name))) for name in ("chelsea", "astronaut", "rocket")]
+    whole = crop_tolerant_correlation(original, [copy], crops=False)[0]
+    masked = corner_masked_correlation(original, [copy])[0]
+    assert masked > 0.99 > whole
+    assert corner_masked_correlation(original, others).max() < 0.6
 
 
 def test_re_encoded_and_resized_copies_stay_within_a_grey_level_or_two(coffee: Image.Image) -> None:

@@ -3,25 +3,36 @@
 An embedding says two files show the same scene; it barely moves when a picture
 is cropped a little, toned or watermarked, which is what makes it good at finding
 near-duplicates and poor at telling them from exact re-encodings. The signature
-is the picture itself, shrunk: a 32 x 32 grey thumbnail (1,024 bytes) made from
-the 224 x 224 pixels ingest already decodes, so computing it costs no extra
-decode. Two re-encodings, resizes or format conversions of one picture have
-thumbnails a grey level or two apart; a 5% crop, a tone change, a turn or a
-watermark move them by much more (see docs/benchmarks.md, "Duplicates").
+is the picture itself, shrunk: a 32 x 32 grey thumbnail (1,024 bytes) and an
+8 x 8 colour thumbnail (192 bytes), both made from the 224 x 224 pixels ingest
+already decodes, so computing them costs no extra decode. Two re-encodings,
+resizes or format conversions of one picture have thumbnails a grey level or two
+apart; a 5% crop, a tone change, a turn or a watermark move them by much more
+(see docs/benchmarks.md, "Duplicates"). The grey thumbnail is blind to hue by
+design (a tone change must not break a match); the colour thumbnail tells a
+green arrow from the same arrow in blue.
 
 `compute_signature` is a pure function (pixels in, bytes out) so that ingest can
 store its result next to the embedding; `signature_distance` compares two.
+Signatures stored before the colour thumbnail existed (grey only, 1,024 bytes)
+are still read: they are compared on grey alone.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
 from .errors import LookalikeError
 
 SIGNATURE_SIDE = 32
-SIGNATURE_BYTES = SIGNATURE_SIDE * SIGNATURE_SIDE
-SIGNATURE_VERSION = "grey32-v1"  # stored with the signatures: a new layout must not be compared with this one
+THUMBNAIL_BYTES = SIGNATURE_SIDE * SIGNATURE_SIDE  # the grey thumbnail, first in a signature
+COLOUR_SIDE = 8
+COLOUR_BYTES = COLOUR_SIDE * COLOUR_SIDE * 3  # the colour thumbnail (RGB), after the grey one
+SIGNATURE_BYTES = THUMBNAIL_BYTES + COLOUR_BYTES
+# The layout is told by the length: THUMBNAIL_BYTES (grey only, as first stored) or SIGNATURE_BYTES.
+SIGNATURE_VERSION = "grey32-rgb8-v2"
 # ITU-R BT.601 luma weights, as Pillow's "L" conversion uses.
 _LUMA = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -31,34 +42,95 @@ class SignatureError(LookalikeError):
 
 
 def compute_signature(pixels: np.ndarray) -> bytes:
-    """A 32 x 32 grey thumbnail of `pixels` (uint8, H x W x 3, H and W multiples of 32), as 1,024 bytes.
+    """The signature of `pixels` (uint8, H x W x 3, H and W multiples of 32): a 32 x 32 grey thumbnail (1,024
+    bytes) followed by an 8 x 8 RGB thumbnail (192 bytes).
 
-    Each thumbnail pixel is the mean of a block (7 x 7 for the 224 x 224 input
-    of EfficientNet-Lite0): box averaging is exact and independent of any
-    resampling library's version, so the same pixels always give the same bytes.
+    Each thumbnail pixel is the mean of a block (7 x 7 and 28 x 28 for the 224 x 224 input of
+    EfficientNet-Lite0): box averaging is exact and independent of any resampling library's version, so the
+    same pixels always give the same bytes.
     """
     if pixels.ndim != 3 or pixels.shape[2] != 3:
         raise SignatureError(f"expected H x W x 3 pixels, got shape {pixels.shape}")
     height, width = pixels.shape[:2]
     if height % SIGNATURE_SIDE or width % SIGNATURE_SIDE:
         raise SignatureError(f"pixels {width}x{height} are not a multiple of {SIGNATURE_SIDE} on each side")
-    grey = pixels.astype(np.float32) @ _LUMA
+    colour = pixels.astype(np.float32)
+    grey = colour @ _LUMA
     blocks = grey.reshape(SIGNATURE_SIDE, height // SIGNATURE_SIDE, SIGNATURE_SIDE, width // SIGNATURE_SIDE)
     thumbnail = blocks.mean(axis=(1, 3))
-    return np.clip(np.rint(thumbnail), 0, 255).astype(np.uint8).tobytes()
+    colour_blocks = colour.reshape(COLOUR_SIDE, height // COLOUR_SIDE, COLOUR_SIDE, width // COLOUR_SIDE, 3)
+    colour_thumbnail = colour_blocks.mean(axis=(1, 3))
+    return _to_bytes(thumbnail) + _to_bytes(colour_thumbnail)
+
+
+def _to_bytes(values: np.ndarray) -> bytes:
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8).tobytes()
 
 
 def signature_array(signature: bytes) -> np.ndarray:
-    """The thumbnail of a signature as a float32 vector of 1,024 grey levels."""
+    """The grey thumbnail of a signature as a float32 vector of 1,024 grey levels."""
+    if len(signature) not in (THUMBNAIL_BYTES, SIGNATURE_BYTES):
+        raise SignatureError(f"a signature has {SIGNATURE_BYTES} (or {THUMBNAIL_BYTES}) bytes, got {len(signature)}")
+    return np.frombuffer(signature, dtype=np.uint8, count=THUMBNAIL_BYTES).astype(np.float32)
+
+
+def colour_array(signature: bytes) -> np.ndarray | None:
+    """The colour thumbnail of a signature as float32 (8, 8, 3) RGB; None for a grey-only signature."""
     if len(signature) != SIGNATURE_BYTES:
-        raise SignatureError(f"a signature has {SIGNATURE_BYTES} bytes, got {len(signature)}")
-    return np.frombuffer(signature, dtype=np.uint8).astype(np.float32)
+        return None
+    colour = np.frombuffer(signature, dtype=np.uint8, offset=THUMBNAIL_BYTES).astype(np.float32)
+    return colour.reshape(COLOUR_SIDE, COLOUR_SIDE, 3)
+
+
+# Colour comparison, measured on the duplicate benchmark's pairs (docs/benchmarks.md, "Duplicates").
+CHROMA_SIDE = 4  # blocks per side: coarse enough that a 10% crop or a 5 degree turn barely moves them
+COLOURED = 6.0  # RMS chroma (grey levels) above which a picture's colours are worth comparing
+GREY = 1.5  # RMS chroma below which a picture is grey: it may be a desaturated copy, so colours are not compared
+HUE_AGREEMENT = 0.7  # chroma fields less aligned than this (cosine) show other colours in the same places
+
+
+@functools.lru_cache(maxsize=65_536)
+def _chroma(signature: bytes) -> tuple[np.ndarray, float] | None:
+    """Blue- and red-difference chroma (Cb, Cr unscaled) of 4 x 4 blocks as a unit vector, and its RMS over
+    the blocks in grey levels; None for a grey-only signature. Cached: grouping compares each file often."""
+    colour = colour_array(signature)
+    if colour is None:
+        return None
+    factor = COLOUR_SIDE // CHROMA_SIDE
+    blocks = colour.reshape(CHROMA_SIDE, factor, CHROMA_SIDE, factor, 3).mean(axis=(1, 3))
+    luma = blocks @ _LUMA
+    chroma = np.stack([blocks[..., 2] - luma, blocks[..., 0] - luma], axis=-1).ravel()
+    length = float(np.linalg.norm(chroma))
+    return chroma / max(length, 1e-6), length / CHROMA_SIDE  # RMS over the 16 blocks: length / sqrt(16)
+
+
+def colours_differ(first: bytes, second: bytes) -> bool:
+    """Whether two signatures show other colours in the same places: a green arrow and a blue one, a lemon
+    and a lime. Brightness, contrast, saturation and gamma changes scale chroma but keep its direction, so
+    they pass; a grey picture passes against anything (it may be a desaturated copy). False when either
+    signature has no colour thumbnail."""
+    a, b = _chroma(first), _chroma(second)
+    if a is None or b is None:
+        return False
+    low, high = sorted((a[1], b[1]))
+    if low < GREY or high <= COLOURED:
+        return False
+    return float(a[0] @ b[0]) < HUE_AGREEMENT
 
 
 def signature_distance(first: bytes, second: bytes) -> float:
     """Root-mean-square difference of two thumbnails, in grey levels (0 = the same pixels, 255 = opposite)."""
     difference = signature_array(first) - signature_array(second)
     return float(np.sqrt(np.mean(difference * difference)))
+
+
+def coarse_distance(first: bytes, second: bytes) -> float:
+    """`signature_distance` of the thumbnails shrunk to 16 x 16: halving a small drawing loses its thin lines,
+    which moves its 32 x 32 thumbnail several grey levels but its 16 x 16 one only one or two, while a
+    different drawing of the same size stays far at either scale."""
+    a = signature_array(first).reshape(16, 2, 16, 2).mean(axis=(1, 3))
+    b = signature_array(second).reshape(16, 2, 16, 2).mean(axis=(1, 3))
+    return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
 # Crop fractions tried per side when matching a cropped copy against a wider view; covers the "up to ~10% per
@@ -118,20 +190,71 @@ def _standardise(rows: np.ndarray) -> np.ndarray:
 def crop_tolerant_correlation(wider: bytes, others: list[bytes], crops: bool = True) -> np.ndarray:
     """For each of `others`, the best Pearson correlation of its thumbnail with a crop or turn of `wider`'s.
 
-    With `crops`, crops of 0, 2.5, 5, 7.5 or 10% on each side of `wider` (625 views, resampled from its
-    thumbnail) are tried, so a cropped copy still lines up with its original; without, only the whole
-    picture (cheaper: for a file of the same size, which a crop rarely is). Turns of 2.5 and 5 degrees either
-    way are always tried. Correlation ignores brightness and contrast, and a small watermark only lowers it
-    a little. Flat thumbnails (one grey level) correlate with nothing.
+    With `crops`, crops of 0 to 10% on each side of `wider` (resampled from its thumbnail, in steps of 2.5%)
+    are tried, so a cropped copy still lines up with its original: first the 81 crops in steps of 5%, then,
+    for each of `others`, the 81 around its best one in steps of 2.5% (correlation changes smoothly with the
+    crop, and this tries 162 views of the 625 for the same result on the benchmark's copies). Without
+    `crops`, only the whole picture (for a file of the same size, which a crop rarely is). Turns of 2.5 and
+    5 degrees either way are always tried. Correlation ignores brightness and contrast, and a small watermark
+    only lowers it a little. Flat thumbnails (one grey level) correlate with nothing.
     """
     thumbnail = signature_array(wider).reshape(SIGNATURE_SIDE, SIGNATURE_SIDE)
     flat = thumbnail.ravel()
-    views = [flat[None]] + [((flat[sources] * weights).sum(axis=0))[None] for sources, weights in _TURNS]
+    views = np.stack([flat] + [(flat[sources] * weights).sum(axis=0) for sources, weights in _TURNS])
+    candidates = _standardise(np.stack([signature_array(other) for other in others]))
+    best = (_standardise(views) @ candidates.T).max(axis=0)
     if crops:
-        rows = np.matmul(_CROPS, thumbnail)  # vertical crops: (25, 32, 32)
-        views.append(np.matmul(rows[:, None], _CROPS_T[None]).reshape(-1, SIGNATURE_BYTES))  # and horizontal
+        rows = np.matmul(_CROPS, thumbnail)  # every vertical crop: (25, 32, 32)
+        coarse = _standardise(_crop_views(rows, _COARSE, _COARSE)) @ candidates.T  # (81, len(others))
+        for column, view in enumerate(coarse.argmax(axis=0).tolist()):
+            vertical, horizontal = _COARSE[view // len(_COARSE)], _COARSE[view % len(_COARSE)]
+            fine = _standardise(_crop_views(rows, _around(vertical), _around(horizontal))) @ candidates[column]
+            best[column] = max(best[column], coarse[view, column], fine.max())
+    return best
+
+
+_STEPS = len(CROP_STEPS)
+_COARSE = [start * _STEPS + end for start in range(0, _STEPS, 2) for end in range(0, _STEPS, 2)]  # 0, 5, 10%
+
+
+def _around(crop: int) -> list[int]:
+    """The crops whose start and end are each within one step of `crop`'s (itself included)."""
+    start, end = divmod(crop, _STEPS)
+    near = [s for s in (start - 1, start, start + 1) if 0 <= s < _STEPS]
+    return [s * _STEPS + e for s in near for e in (end - 1, end, end + 1) if 0 <= e < _STEPS]
+
+
+def _crop_views(rows: np.ndarray, vertical: list[int], horizontal: list[int]) -> np.ndarray:
+    """Thumbnails cropped by each of the `vertical` crops (rows already applied) and each `horizontal` one."""
+    return np.matmul(rows[vertical][:, None], _CROPS_T[horizontal][None]).reshape(-1, THUMBNAIL_BYTES)
+
+
+def _corner_masks(rows: int = 4, columns: int = 8) -> np.ndarray:
+    """(4, 1,024) booleans: the whole thumbnail but one corner box (an eighth of its height, a quarter of its
+    width), once per corner: where a watermark, a logo or a date stamp is put."""
+    masks = np.ones((4, SIGNATURE_SIDE, SIGNATURE_SIDE), dtype=bool)
+    for corner, (top, left) in enumerate(((True, True), (True, False), (False, True), (False, False))):
+        ys = slice(0, rows) if top else slice(SIGNATURE_SIDE - rows, SIGNATURE_SIDE)
+        xs = slice(0, columns) if left else slice(SIGNATURE_SIDE - columns, SIGNATURE_SIDE)
+        masks[corner, ys, xs] = False
+    return masks.reshape(4, -1)
+
+
+_CORNER_MASKS = _corner_masks()
+
+
+def corner_masked_correlation(first: bytes, others: list[bytes]) -> np.ndarray:
+    """For each of `others`, the best Pearson correlation of its thumbnail with `first`'s (whole, or turned
+    as `crop_tolerant_correlation` turns it) leaving out one corner box: a watermark in a corner of a drawing
+    on a plain background moves the whole-picture correlation a lot, and the rest of the picture not at all."""
+    flat = signature_array(first)
+    views = np.stack([flat] + [(flat[sources] * weights).sum(axis=0) for sources, weights in _TURNS])
     candidates = np.stack([signature_array(other) for other in others])
-    return (_standardise(np.concatenate(views)) @ _standardise(candidates).T).max(axis=0)
+    best = np.full(len(others), -1.0, dtype=np.float32)
+    for mask in _CORNER_MASKS:
+        correlations = _standardise(views[:, mask]) @ _standardise(candidates[:, mask]).T
+        best = np.maximum(best, correlations.max(axis=0))
+    return best
 
 
 # The IJG standard luminance quantization table (quality 50), in natural order; JPEG encoders scale it.
