@@ -36,14 +36,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from duplicate_set import build_set  # noqa: E402
-from lookalike.duplicates import (  # noqa: E402
-    DEFAULT_NEIGHBOURS,
-    EXACT_SEARCH_UP_TO,
-    ImageFacts,
-    find_duplicates,
-    nearest_neighbours,
-)
-from lookalike.signatures import estimate_jpeg_quality  # noqa: E402
+from lookalike.duplicate_neighbours import DEFAULT_NEIGHBOURS, EXACT_SEARCH_UP_TO, nearest_neighbours  # noqa: E402
+from lookalike.duplicates import ImageFacts, find_duplicates  # noqa: E402
+from lookalike.signatures import SIGNATURE_VERSION, estimate_jpeg_quality  # noqa: E402
 
 EMBEDDER = "efficientnet-lite0"
 PHASH_LIMIT = 10
@@ -52,7 +47,7 @@ SECTION = "## Duplicates"
 
 def prepare(work: Path, quick: bool) -> dict:
     """Build, decode, embed and sign the labelled set once; cached in `work`."""
-    cache = work / ("set-quick.npz" if quick else "set.npz")
+    cache = work / f"set{'-quick' if quick else ''}-{SIGNATURE_VERSION}.npz"  # a new signature layout: a new cache
     if cache.exists():
         return dict(np.load(cache))
     import imagehash
@@ -220,7 +215,7 @@ def distributions(data: dict) -> dict:
     return result
 
 
-SWEEP = ((0.92, 0.85), (0.95, 0.85), (0.95, 0.90), (0.97, 0.90), (1.01, 0.90), (1.01, 0.93))
+SWEEP = ((0.97, 0.88), (0.98, 0.88), (1.01, 0.88), (0.97, 0.90), (0.98, 0.90), (1.01, 0.90), (0.98, 0.92))
 
 
 def sweep(data: dict) -> list[dict]:

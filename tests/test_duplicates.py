@@ -216,3 +216,16 @@ def test_bad_inputs_raise_typed_errors(stored) -> None:
         find_duplicates(facts, vectors[:2], MODEL)
     with pytest.raises(LookalikeError, match="no duplicate thresholds"):
         find_duplicates(facts, vectors, "resnet-9000")
+
+
+def test_a_recoloured_picture_is_not_a_near_duplicate_but_a_toned_copy_is(tmp_path: Path, embedder) -> None:
+    chelsea = sample_photo("chelsea").convert("RGB")
+    red, green, blue = chelsea.split()
+    paths = [
+        save(chelsea, tmp_path / "chelsea.png"),
+        save(Image.merge("RGB", (blue, red, green)), tmp_path / "chelsea-blue.png"),  # same grey levels, other hues
+        save(ImageEnhance.Color(ImageEnhance.Brightness(chelsea).enhance(1.2)).enhance(0.75), tmp_path / "toned.png"),
+    ]
+    facts, vectors = facts_and_vectors(paths, embedder)
+
+    assert groups_by_ids(find_duplicates(facts, vectors, MODEL)) == {frozenset({1, 3}): "near"}

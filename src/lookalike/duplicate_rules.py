@@ -13,7 +13,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .errors import LookalikeError
-from .signatures import crop_tolerant_correlation, signature_distance
+from .signatures import (
+    coarse_distance,
+    colours_differ,
+    corner_masked_correlation,
+    crop_tolerant_correlation,
+    signature_distance,
+)
 
 TIERS = ("identical", "same-image", "near")
 RESIZED_ASPECT_TOLERANCE = 0.02  # two sizes whose aspect ratios differ by less are taken as a resize
@@ -53,6 +59,7 @@ class TierThresholds:
     same_image_signature: float  # max RMS thumbnail difference (grey levels) for a same-image pair
     resized_cosine: float  # the same, when one file is a resize of the other (same aspect, other size)
     resized_signature: float
+    resized_coarse_signature: float  # ... and of the thumbnails shrunk to 16 x 16 (signatures.coarse_distance)
     same_image_cosine_unsigned: float  # cosine alone, when a file has no signature stored (set by hand)
     near_cosine: float  # an embedding this close is a near duplicate on its own ...
     near_pixel_cosine: float  # ... and so is one at least this close whose thumbnail, cropped or turned a
@@ -79,33 +86,53 @@ class TierThresholds:
             return False
         if first.signature is None or second.signature is None:
             return cosine >= self.same_image_cosine_unsigned
+        if colours_differ(first.signature, second.signature):
+            return False
         if _resized(first, second):
-            return cosine >= self.resized_cosine and _distance(first, second) <= self.resized_signature
+            return (
+                cosine >= self.resized_cosine
+                and _distance(first, second) <= self.resized_signature
+                and coarse_distance(first.signature, second.signature) <= self.resized_coarse_signature
+            )
         return cosine >= self.same_image_cosine and _distance(first, second) <= self.same_image_signature
 
-    def near(self, keeper: ImageFacts, candidates: Sequence[tuple[ImageFacts, float]]) -> list[bool]:
-        """Which (file, cosine with the keeper) candidates are near duplicates of `keeper`."""
-        verdicts = [self._near_by_embedding(keeper, item, cosine) for item, cosine in candidates]
-        pending = [i for i, (item, cosine) in enumerate(candidates) if verdicts[i] is None]
-        if pending:
-            # The keeper is normally the wider view (more pixels), so its crops are the ones to try; a file of
-            # the keeper's own size is rarely a crop, and skips the 625 crop views.
-            for same_size in (True, False):
-                batch = [i for i in pending if _same_size(keeper, candidates[i][0]) == same_size]
-                if batch:
-                    others = [candidates[i][0].signature for i in batch]
-                    found = crop_tolerant_correlation(keeper.signature, others, crops=not same_size)  # type: ignore[arg-type]
-                    for i, correlation in zip(batch, found):
-                        verdicts[i] = bool(correlation >= self.near_correlation)
-        return [bool(v) for v in verdicts]
+    def near(self, keeper: ImageFacts, candidates: Sequence[tuple[ImageFacts, float]]) -> list[float | None]:
+        """For each (file, cosine with the keeper) candidate: None if it is not a near duplicate of `keeper`,
+        else how closely it matches, higher is closer (the best thumbnail correlation; the cosine when either
+        file has no signature)."""
+        closeness: list[float | None] = [None] * len(candidates)
+        compared = []
+        for i, (item, cosine) in enumerate(candidates):
+            if keeper.signature is None or item.signature is None:
+                closeness[i] = cosine if cosine >= self.near_cosine_unsigned else None
+            elif cosine >= self.near_pixel_cosine and not colours_differ(keeper.signature, item.signature):
+                compared.append(i)
+        if compared:
+            found = self._pixel_correlations(keeper, [candidates[i][0] for i in compared])
+            for i, correlation in zip(compared, found.tolist()):
+                if correlation >= self.near_correlation or candidates[i][1] >= self.near_cosine:
+                    closeness[i] = correlation
+        return closeness
 
-    def _near_by_embedding(self, keeper: ImageFacts, item: ImageFacts, cosine: float) -> bool | None:
-        """True or False when the embedding decides alone; None when the pixels must be compared."""
-        if keeper.signature is None or item.signature is None:
-            return cosine >= self.near_cosine_unsigned
-        if cosine >= self.near_cosine:
-            return True
-        return None if cosine >= self.near_pixel_cosine else False
+    def _pixel_correlations(self, keeper: ImageFacts, items: Sequence[ImageFacts]) -> np.ndarray:
+        """The best thumbnail correlation of each item with the keeper: whole or turned first; then, for those
+        that fall short, a second look that fits their edit: without one corner (a watermark keeps the size)
+        or cropped (the keeper is normally the wider view, so its crops are the ones to try). The 625 crop
+        views cost a hundred times more than the rest: only files of another size that need them get them."""
+        signatures = [item.signature for item in items]
+        found = crop_tolerant_correlation(keeper.signature, signatures, crops=False)  # type: ignore[arg-type]
+        short = found < self.near_correlation
+        for same_size in (True, False):
+            look = [i for i, item in enumerate(items) if short[i] and _same_size(keeper, item) == same_size]
+            if not look:
+                continue
+            others = [signatures[i] for i in look]
+            if same_size:
+                again = corner_masked_correlation(keeper.signature, others)  # type: ignore[arg-type]
+            else:
+                again = crop_tolerant_correlation(keeper.signature, others, crops=True)  # type: ignore[arg-type]
+            found[look] = np.maximum(found[look], again)
+        return found
 
 
 # Measured with benchmarks/duplicates.py on its labelled set (docs/benchmarks.md, "Duplicates").
@@ -115,10 +142,11 @@ THRESHOLDS: dict[str, TierThresholds] = {
         same_image_signature=2.5,
         resized_cosine=0.60,
         resized_signature=8.0,
+        resized_coarse_signature=4.0,
         same_image_cosine_unsigned=0.97,
-        near_cosine=0.97,
+        near_cosine=0.98,
         near_pixel_cosine=0.50,
-        near_correlation=0.90,
+        near_correlation=0.88,
         near_cosine_unsigned=0.90,
     ),
     # Set by hand, not measured: the model-free colour layout only exercises pipelines (tests, demos), and a
@@ -128,6 +156,7 @@ THRESHOLDS: dict[str, TierThresholds] = {
         same_image_signature=2.5,
         resized_cosine=0.99,
         resized_signature=8.0,
+        resized_coarse_signature=4.0,
         same_image_cosine_unsigned=0.995,
         near_cosine=0.999,
         near_pixel_cosine=0.97,
@@ -144,6 +173,14 @@ def thresholds_for(embedder: str) -> TierThresholds:
         known = ", ".join(sorted(THRESHOLDS))
         raise UnknownThresholdsError(f"no duplicate thresholds measured for embedder {name!r} (known: {known})")
     return THRESHOLDS[name]
+
+
+def pixel_closeness(first: ImageFacts, second: ImageFacts, cosine: float) -> float:
+    """How close two files' pixels are, higher is closer: minus their thumbnails' distance, or the embedding
+    cosine when either has no signature."""
+    if first.signature is None or second.signature is None:
+        return cosine
+    return -signature_distance(first.signature, second.signature)
 
 
 def _heavier_jpeg(first: ImageFacts, second: ImageFacts) -> bool:

@@ -7,28 +7,33 @@ Tiers, strictest first:
   transparency flattened): embeddings close *and* 32 x 32 grey thumbnails (`signatures.py`) a grey level or
   two apart;
 - `near`: light edits of one picture (small crop, tone change, heavy JPEG, small turn, small watermark):
-  embeddings close.
+  embeddings close and thumbnails that line up once cropped, turned or with a corner left out.
+
+Both embedding tiers refuse two files whose colour thumbnails put other hues in the same places.
 
 Grouping runs tier by tier. Each tier groups the *keepers* of the tier before it, so every file that is not
 kept appears in exactly one group, under the tier that links it to its keeper: a byte copy of a photo and a
 crop of it give an `identical` group and a `near` group sharing the same keeper.
 
-Groups are stars, not chains: images are visited in keeper order (the rules of `keeper_order`), each image
-not yet grouped becomes a leader, and takes every ungrouped image among its k nearest neighbours that is
-within the tier's threshold *of the leader*. The leader is therefore the group's keeper, every member is
-within the threshold of it, and a series of ever more edited copies does not collapse into one group.
-Connected components (`linkage="components"`) are available on request. Neighbours come from one Faiss
-k-NN search (exact up to 10,000 images, IVF beyond), so memory is O(N x k), never N x N. The same inputs
-give the same groups: every order is a sort with the image id as the last key.
+Groups are stars, not chains: every member is within the tier's threshold *of the group's keeper*, so a
+series of ever more edited copies does not collapse into one group. Images are visited in keeper order (the
+rules of `keeper_order`); one that no earlier leader links becomes a leader, and so does one that an earlier
+leader links but that is closer still to later images no leader links (among look-alike drawings, the
+original of a copy that a sibling reached first). Each linked image then joins the leader whose pixels are
+closest to its own, not the first that links it. Connected components (`linkage="components"`) are available
+on request. Neighbours come from one Faiss k-NN search read both ways (`duplicate_neighbours.py`), so memory
+is O(N x k), never N x N. The same inputs give the same groups: every order is a sort with the image id as
+the last key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .duplicate_neighbours import DEFAULT_NEIGHBOURS, nearest_neighbours, neighbour_lists
 from .duplicate_rules import (
     TIERS,
     Decisions,
@@ -36,6 +41,7 @@ from .duplicate_rules import (
     TierThresholds,
     keeper_order,
     keeper_reason,
+    pixel_closeness,
     thresholds_for,
 )
 from .errors import LookalikeError
@@ -53,10 +59,9 @@ __all__ = [
     "thresholds_for",
 ]
 
-DEFAULT_NEIGHBOURS = 32
-EXACT_SEARCH_UP_TO = 10_000
-_SEARCH_BATCH = 4096
-_PROJECTED_DIM = 256
+# How much closer (in `pixel_closeness` or thumbnail correlation) a claimed image must be to an unclaimed one
+# than to its claiming leader to lead a group of its own; files that repeat each other's pixels tie exactly.
+CLOSER_BY = 0.005
 
 
 class DuplicatesError(LookalikeError):
@@ -137,73 +142,13 @@ def find_duplicates(
         searched = vectors if len(distinct) == len(vectors) else vectors[distinct]
         sims, found = nearest_neighbours(searched, min(neighbours, len(distinct) - 1))
         found = np.where(found >= 0, distinct[np.maximum(found, 0)], -1)
-        lists = {int(p): (sims[row], found[row]) for row, p in enumerate(distinct)}
+        lists = neighbour_lists(distinct, sims, found)
         context = _Context(facts, rank, decisions, limits, linkage)
         for stage in TIERS[1 : TIERS.index(tier) + 1]:
             stage_groups, leaders = context.group(stage, leaders, lists)
             groups += stage_groups
     built = [_group(stage, members, facts, vectors, rank, folders) for stage, members in groups]
     return [group for group in built if not decisions.keeps_all(m.id for m in group.members)]
-
-
-def nearest_neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inner-product k-NN of every row among the rows: (similarities, row numbers), N x k each, -1 if none.
-
-    Exact (flat) up to 10,000 vectors. Beyond, the search runs on a 256-d PCA projection with IVF-Flat
-    (2 x sqrt(N) lists, 8 searched): five times fewer multiplications per distance, and duplicates sit much
-    closer together than lists are wide (docs/benchmarks.md, "Duplicates", measures how many close
-    neighbours it misses). The similarities returned are always recomputed on the full vectors.
-    """
-    import faiss
-
-    count, dim = vectors.shape
-    k = max(1, min(k + 1, count))  # +1: every vector finds itself first
-    if count <= EXACT_SEARCH_UP_TO:
-        index, queries = faiss.IndexFlatIP(dim), vectors
-        index.add(vectors)
-    else:
-        index, queries = _approximate_index(vectors)
-    sims = np.empty((count, k), dtype=np.float32)
-    found = np.empty((count, k), dtype=np.int64)
-    for start in range(0, count, _SEARCH_BATCH):
-        sims[start : start + _SEARCH_BATCH], found[start : start + _SEARCH_BATCH] = index.search(
-            queries[start : start + _SEARCH_BATCH], k
-        )
-    if queries is not vectors:
-        _exact_similarities(vectors, sims, found)
-    return sims, found
-
-
-def _approximate_index(vectors: np.ndarray) -> tuple[object, np.ndarray]:
-    """An IVF-Flat index over a PCA projection of `vectors`, filled, and the projected vectors."""
-    import faiss
-
-    count, dim = vectors.shape
-    nlist = int(2 * np.sqrt(count))
-    sample = vectors[np.sort(np.random.default_rng(1338).choice(count, size=min(count, nlist * 40), replace=False))]
-    pca = faiss.PCAMatrix(dim, min(dim, _PROJECTED_DIM))
-    pca.train(sample)
-    projected = np.empty((count, pca.d_out), dtype=np.float32)
-    for start in range(0, count, _SEARCH_BATCH):
-        projected[start : start + _SEARCH_BATCH] = pca.apply(vectors[start : start + _SEARCH_BATCH])
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(pca.d_out), pca.d_out, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.niter = 10  # coarse lists only need to be roughly right: 10 k-means rounds, not 25
-    index.train(pca.apply(sample))
-    index.nprobe = 8
-    index.add(projected)
-    return index, projected
-
-
-def _exact_similarities(vectors: np.ndarray, sims: np.ndarray, found: np.ndarray) -> None:
-    """Replace approximate similarities by exact ones (in place), each row re-sorted best first."""
-    for start in range(0, len(vectors), 512):
-        rows = slice(start, start + 512)
-        neighbours = vectors[np.maximum(found[rows], 0)]
-        exact = np.einsum("nd,nkd->nk", vectors[rows], neighbours)
-        exact[found[rows] < 0] = -np.inf
-        order = np.argsort(-exact, axis=1, kind="stable")
-        sims[rows] = np.take_along_axis(exact, order, axis=1)
-        found[rows] = np.take_along_axis(found[rows], order, axis=1)
 
 
 def _identical_groups(
@@ -247,27 +192,39 @@ class _Context:
         if self.linkage == "star":
             clusters = self._stars(stage, leaders, active, neighbours)
         else:
-            edges = {p: self._links(stage, p, active, neighbours[p]) for p in leaders}
+            edges = {p: [q for q, _ in self._links(stage, p, active, neighbours[p])] for p in leaders}
             clusters = self._components(leaders, edges)
         groups = [(stage, members) for members in clusters if len(members) > 1]
         return groups, sorted((members[0] for members in clusters), key=lambda p: int(self.rank[p]))
 
-    def _links(
-        self, stage: str, leader: int, allowed: set[int], neighbours: tuple[np.ndarray, np.ndarray]
-    ) -> list[int]:
-        """The images among `leader`'s neighbours (still in `allowed`) that duplicate it at `stage`."""
+    def _candidates(
+        self, stage: str, leader: int, allowed: Container[int], neighbours: tuple[np.ndarray, np.ndarray]
+    ) -> list[tuple[int, float]]:
+        """`leader`'s neighbours (still in `allowed`) close enough in embedding to be linked at `stage`."""
         sims, found = neighbours
         close = sims >= self.limits.floor(stage)  # most neighbours fail here, before any Python-level check
-        candidates = [
+        return [
             (q, s)
             for s, q in zip(sims[close].tolist(), found[close].tolist())
             if q in allowed and q != leader and not self._apart(leader, q)
         ]
+
+    def _links(
+        self, stage: str, leader: int, allowed: Container[int], neighbours: tuple[np.ndarray, np.ndarray]
+    ) -> list[tuple[int, float]]:
+        """The images among `leader`'s neighbours (still in `allowed`) that duplicate it at `stage`, each with
+        how close its pixels are to the leader's, higher is closer (`pixel_closeness`, `TierThresholds.near`):
+        the embedding barely tells a copy's original from a sibling drawing."""
+        candidates = self._candidates(stage, leader, allowed, neighbours)
         keeper = self.facts[leader]
         if stage == "same-image":
-            return [q for q, s in candidates if self.limits.same_image(s, keeper, self.facts[q])]
-        verdicts = self.limits.near(keeper, [(self.facts[q], s) for q, s in candidates])
-        return [q for (q, _), linked in zip(candidates, verdicts) if linked]
+            return [
+                (q, pixel_closeness(keeper, self.facts[q], s))
+                for q, s in candidates
+                if self.limits.same_image(s, keeper, self.facts[q])
+            ]
+        closeness = self.limits.near(keeper, [(self.facts[q], s) for q, s in candidates])
+        return [(q, close) for (q, _), close in zip(candidates, closeness) if close is not None]
 
     def _apart(self, first: int, second: int) -> bool:
         if not self.decisions.not_duplicates:
@@ -277,19 +234,44 @@ class _Context:
     def _stars(
         self, stage: str, leaders: list[int], active: set[int], neighbours: dict[int, tuple[np.ndarray, np.ndarray]]
     ) -> list[list[int]]:
-        free = set(active)
-        clusters = []
-        for leader in leaders:  # already in keeper order
-            if leader not in free:
-                continue
-            free.discard(leader)
-            members: list[int] = []
-            for candidate in self._links(stage, leader, free, neighbours[leader]):
-                if not any(self._apart(candidate, other) for other in members):
-                    members.append(candidate)
-            free.difference_update(members)
-            clusters.append([leader, *members])
-        return clusters
+        """Leader grouping. In keeper order, an image that no earlier leader links becomes a leader; so does one
+        that an earlier leader links but that is closer still to later images no leader links (the original
+        of a copy, which a sibling drawing happened to reach first). Then each linked image joins the leader
+        it is closest to, not the first that links it, which would let that sibling take the copy away."""
+        options: dict[int, list[tuple[float, int]]] = {}  # linked image -> (-closeness, leader rank) per leader
+        group_leaders: list[int] = []
+        for image in leaders:  # already in keeper order
+            # Images linked by an earlier leader stay candidates: a later leader may be closer to them.
+            later = _Later(active, self.rank, int(self.rank[image]))
+            if image in options:
+                # Only images that no leader links can make a claimed image a leader: without any among its
+                # neighbours, no pixels need comparing.
+                unclaimed = _Later(active, self.rank, int(self.rank[image]), options)
+                if not self._candidates(stage, image, unclaimed, neighbours[image]):
+                    continue
+                links = self._links(stage, image, later, neighbours[image])
+                claimed = -min(options[image])[0] + CLOSER_BY
+                if not any(closeness > claimed and q not in options for q, closeness in links):
+                    continue
+                del options[image]
+            else:
+                links = self._links(stage, image, later, neighbours[image])
+            group_leaders.append(image)
+            for candidate, closeness in links:
+                options.setdefault(candidate, []).append((-closeness, int(self.rank[image])))
+        by_rank = {int(self.rank[leader]): leader for leader in group_leaders}
+        members: dict[int, list[int]] = {leader: [] for leader in group_leaders}
+        lone: list[int] = []
+        for candidate in sorted(options, key=lambda p: int(self.rank[p])):
+            for _, leader_rank in sorted(options[candidate]):
+                chosen = by_rank[leader_rank]
+                if not any(self._apart(candidate, other) for other in members[chosen]):
+                    members[chosen].append(candidate)
+                    break
+            else:
+                lone.append(candidate)  # every leader that links it holds an image a person keeps apart from it
+        clusters = [[leader, *members[leader]] for leader in group_leaders] + [[p] for p in lone]
+        return sorted(clusters, key=lambda cluster: int(self.rank[cluster[0]]))
 
     def _components(self, leaders: list[int], edges: dict[int, list[int]]) -> list[list[int]]:
         parent = {p: p for p in leaders}
@@ -309,6 +291,20 @@ class _Context:
         for p in leaders:
             members.setdefault(root(p), []).append(p)
         return [sorted(group, key=lambda p: int(self.rank[p])) for group in members.values()]
+
+
+@dataclass(frozen=True)
+class _Later:
+    """The images of `active` ranked after `rank` in keeper order (and not in `unless`), as a container that
+    `in` tests without building a set."""
+
+    active: set[int]
+    ranks: np.ndarray
+    rank: int
+    unless: Container[int] = ()
+
+    def __contains__(self, position: object) -> bool:
+        return position in self.active and int(self.ranks[position]) > self.rank and position not in self.unless
 
 
 def _group(
