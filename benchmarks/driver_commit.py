@@ -7,8 +7,9 @@ files, diff it against a new catalog, take in the map step's results shard by sh
 takes them from a Ray worker) and commit each shard. The results are made up front, in each version's own
 form: 1,280 float32 dimensions (EfficientNet-Lite0's), a 1 KiB pixel signature, a 32-hex-digit content hash;
 one file in 100 is a decode error and one in 100 a byte copy of an earlier file (the reuse path). A second
-run over the same folder finds nothing new (the re-scan cost). Ray's own cost per task is not in this figure:
-benchmarks/ray_ingest.py measures the whole driver.
+run over the same folder finds nothing new (the re-scan cost). Last, the floor under a commit: the bare
+INSERTs (row, embedding, CRC, signature; one executemany per table and shard) with no Python around them. Ray's
+own cost per task is not in these figures: benchmarks/ray_driver.py adds it.
 
 With --baseline (the src folder of another checkout, e.g. `git worktree add OLD 8a5c585`), the same runs are
 made with that code too, alternately, each version in its own processes; the best of --repeats counts.
@@ -110,6 +111,42 @@ def child(count: int, shard_size: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def floor(count: int, shard_size: int) -> float:
+    """CPU seconds of the bare INSERTs a commit makes (row, embedding, CRC, signature), executemany per shard."""
+    import numpy as np
+
+    from lookalike.catalog import Catalog
+    from lookalike.vector_integrity import vector_checksum
+
+    work = Path(tempfile.mkdtemp(prefix="drivercommit"))
+    catalog = Catalog.open(work / "idx", create=True)
+    blobs = [row.tobytes() for row in np.random.default_rng(7).standard_normal((count, DIM)).astype(np.float32)]
+    try:
+        started = time.process_time()
+        for start in range(1, count + 1, shard_size):
+            ids = range(start, min(count + 1, start + shard_size))
+            with catalog.transaction() as db:
+                db.executemany(
+                    "INSERT INTO images (id, path, size, mtime_ns, content_hash, width, height, status)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'indexed')",
+                    [(i, f"/photos/photo-{i:07d}.jpg".encode(), 1, 1, f"{i:032x}", 640, 480) for i in ids],
+                )
+                db.executemany("INSERT INTO embeddings VALUES (?, ?)", [(i, blobs[i - 1]) for i in ids])
+                db.executemany(
+                    "INSERT OR REPLACE INTO embedding_checksums VALUES (?, ?)",
+                    [(i, vector_checksum(blobs[i - 1])) for i in ids],
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO signatures (image_id, signature, jpeg_quality, metadata_fields)"
+                    " VALUES (?, ?, 90, 3)",
+                    [(i, bytes(SIGNATURE_BYTES)) for i in ids],
+                )
+        return time.process_time() - started
+    finally:
+        catalog.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def measured(source: str, count: int, shard_size: int) -> tuple[float, float, float, str]:
     environment = {**os.environ, "PYTHONPATH": source}
     done = subprocess.run(
@@ -135,6 +172,7 @@ def main() -> None:
         child(args.images, args.shard)
         return
     here = str(Path(__file__).resolve().parents[1] / "src")
+    sys.path.insert(0, here)  # the floor runs here, on this checkout's schema
     versions = {"this checkout": here, **({"baseline": args.baseline} if args.baseline else {})}
     best: dict[str, tuple[float, float, float, str]] = {}
     for _ in range(args.repeats):
@@ -148,6 +186,8 @@ def main() -> None:
             f"{name:14} first run {1000 * cpu / args.images:.4f} ms ({args.images / wall:,.0f} images/s wall; "
             f"{counts})  re-scan {1000 * rescan / args.images:.4f} ms"
         )
+    floors = [floor(args.images, args.shard) for _ in range(args.repeats)]
+    print(f"bare INSERTs of a commit, this checkout's schema: {1000 * min(floors) / args.images:.4f} ms per image")
     if "baseline" in best:
         ratio = best["baseline"][0] / best["this checkout"][0]
         print(f"first run: this checkout takes 1/{ratio:.1f} of the baseline's CPU per image")
