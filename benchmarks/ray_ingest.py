@@ -1,6 +1,7 @@
 """Ingest throughput on a local Ray cluster against a local run, and the driver's own CPU time per image.
 
     python benchmarks/ray_ingest.py --images 1200          # as root: it makes a loopback-only network namespace
+    python benchmarks/ray_ingest.py --images 1200 --baseline OLD_CHECKOUT/src --shard-sizes 32,256
 
 Makes --images seeded copies of scikit-image's photos (cropped, mirrored, retoned JPEGs, about 50 KB each),
 indexes them once without Ray, then on a cluster of 1 and of 2 nodes of one CPU each, started on 127.0.0.1
@@ -8,11 +9,17 @@ inside new network and PID namespaces (only loopback exists there; every Ray pro
 is a new `lookalike index` process into a new collection: imports, connecting and model loads are included.
 The driver's CPU time (user + system of the `lookalike index` process) is measured at --images and at a third
 of it; their difference per image is the driver's cost per image, imports and connecting left out.
+
+With --baseline (the src folder of another checkout, e.g. `git worktree add OLD 8a5c585`), the Ray runs are made
+with that code too, side by side: each version on a cluster of its own, started with that version on PYTHONPATH
+(Ray's workers import lookalike from there, as the driver does). --shard-sizes: the files per shard to run
+(the CLI's --batch-size); 32 is the default of `lookalike index`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import resource
@@ -67,47 +74,64 @@ def ray_cli(*args: str) -> None:
     subprocess.run([ray, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def inside(work: Path, count: int) -> None:
-    """Run in the namespaces: the local run, then clusters of 1 and 2 nodes."""
+def inside(work: Path, count: int, versions: dict[str, str], shard_sizes: list[int]) -> None:
+    """Run in the namespaces: the local run, then clusters of 1 and 2 nodes for each version and shard size."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     small = work / "photos-third"
+    os.environ["PYTHONPATH"] = next(iter(versions.values()))
     rows = [("local", *timed_index(work / "photos", work / "local.idx"))]
     node = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    runs = []
     for nodes in (1, 2):
-        ray_cli("start", "--head", f"--port={PORT}", "--include-dashboard=false", f"--temp-dir={work / 'r'}", *node)
-        if nodes == 2:
-            ray_cli("start", f"--address=127.0.0.1:{PORT}", *node)
-        try:
-            address = ["--ray", f"127.0.0.1:{PORT}"]
-            rows.append((f"ray, {nodes} node(s)", *timed_index(work / "photos", work / f"ray{nodes}.idx", *address)))
-            rows.append((f"ray, {nodes} node(s), a third", *timed_index(small, work / f"ray{nodes}s.idx", *address)))
-        finally:
-            ray_cli("stop", "--force")
+        for version, source in versions.items():
+            os.environ["PYTHONPATH"] = source  # the cluster's workers and the driver run this version's code
+            ray_cli("start", "--head", f"--port={PORT}", "--include-dashboard=false", f"--temp-dir={work / 'r'}", *node)
+            if nodes == 2:
+                ray_cli("start", f"--address=127.0.0.1:{PORT}", *node)
+            try:
+                for shard in shard_sizes:
+                    name = f"ray, {nodes} node(s), {version}, shards of {shard}"
+                    extra = ["--ray", f"127.0.0.1:{PORT}", "--batch-size", str(shard)]
+                    folder = f"ray{nodes}-{len(runs)}"
+                    rows.append((name, *timed_index(work / "photos", work / f"{folder}.idx", *extra)))
+                    rows.append((f"{name}, a third", *timed_index(small, work / f"{folder}s.idx", *extra)))
+                    runs.append(name)
+            finally:
+                ray_cli("stop", "--force")
     for name, wall, cpu, summary in rows:
-        print(f"{name:28} wall {wall:6.1f} s  driver cpu {cpu:5.2f} s  | {summary}")
-    for nodes in (1, 2):
-        full = next(r for r in rows if r[0] == f"ray, {nodes} node(s)")
-        third = next(r for r in rows if r[0] == f"ray, {nodes} node(s), a third")
+        print(f"{name:48} wall {wall:6.1f} s  driver cpu {cpu:5.2f} s  | {summary}")
+    for name in runs:
+        full = next(r for r in rows if r[0] == name)
+        third = next(r for r in rows if r[0] == f"{name}, a third")
         per_image = (full[2] - third[2]) / (count - count // 3)
-        print(f"driver cpu per image, {nodes} node(s): {1000 * per_image:.2f} ms")
+        print(f"driver cpu per image, {name}: {1000 * per_image:.3f} ms")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=1200)
+    parser.add_argument("--baseline", help="the src folder of the code to compare with")
+    parser.add_argument("--shard-sizes", default="32", help="comma-separated files per shard (--batch-size)")
     parser.add_argument("--inside", help=argparse.SUPPRESS)
+    parser.add_argument("--versions", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    shard_sizes = [int(size) for size in args.shard_sizes.split(",")]
     if args.inside:
-        inside(Path(args.inside), args.images)
+        inside(Path(args.inside), args.images, json.loads(args.versions), shard_sizes)
         return
+    here = str(Path(__file__).resolve().parents[1] / "src")
+    versions = {"this checkout": here}
+    if args.baseline:
+        versions["baseline"] = str(Path(args.baseline).resolve())
     work = Path(tempfile.mkdtemp(prefix="raybench"))  # short: Ray's socket paths must fit in 107 bytes
     try:
         make_photos(work / "photos", args.images)
         make_photos(work / "photos-third", args.images // 3, seed=8)
         namespaces = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
         me = [sys.executable, __file__, "--images", str(args.images), "--inside", str(work)]
-        subprocess.run([*namespaces, *me], check=True)
+        options = ["--versions", json.dumps(versions), "--shard-sizes", args.shard_sizes]
+        subprocess.run([*namespaces, *me, *options], check=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -135,3 +135,60 @@ def test_a_record_knows_whether_its_file_changed(tmp_path: Path) -> None:
     assert not catalog.images_by_id([image_id])[image_id].file_unchanged()
     assert catalog.embedding_ids().tolist() == [image_id]
     catalog.close()
+
+
+def _unit(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).standard_normal(8).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_a_batch_takes_new_ids_replaces_the_rows_at_its_paths_and_keeps_each_vector_with_its_row(
+    tmp_path: Path,
+) -> None:
+    from lookalike.catalog_duplicates import StoredSignature
+
+    catalog = Catalog.open(tmp_path / "idx", create=True)
+    try:
+        first = catalog.add_indexed(
+            [NewImage(f"/p/{name}.jpg", 1, 1, name, 1, 1, _unit(n)) for n, name in enumerate("ab")]
+        )
+        catalog.remove_images([first[1]])  # the largest id so far: it must not be handed out again
+        signature = StoredSignature(bytes(range(256)) * 4, 75, 2)
+        batch = [
+            NewImage("/p/c.jpg", 3, 3, "c", 3, 3, _unit(10), signature),
+            NewImage("/p/a.jpg", 4, 4, "a2", 4, 4, _unit(11)),  # a changed file: its old row goes
+            NewImage("/p/d.jpg", 5, 5, "d", 5, 5, _unit(12), signature),
+        ]
+        ids = catalog.add_indexed(batch)
+        assert ids == [first[1] + 1, first[1] + 2, first[1] + 3]
+        records = catalog.images_by_id(ids)
+        assert [records[i].path for i in ids] == ["/p/c.jpg", "/p/a.jpg", "/p/d.jpg"]
+        assert [records[i].content_hash for i in ids] == ["c", "a2", "d"]
+        for image_id, image in zip(ids, batch):
+            np.testing.assert_array_equal(catalog.embedding(image_id), image.vector)
+        assert catalog.signatures(ids) == {ids[0]: signature, ids[2]: signature}
+        assert catalog.embedding_ids().tolist() == ids and set(catalog.tombstones().tolist()) == set(first)
+        # A path given twice in one batch: the later row wins, as if they came one after the other.
+        [_, last] = catalog.add_indexed(
+            [NewImage("/p/e.jpg", 6, 6, "e1", 6, 6, _unit(13)), NewImage("/p/e.jpg", 7, 7, "e2", 7, 7, _unit(14))]
+        )
+        assert catalog.image_by_path("/p/e.jpg") == catalog.images_by_id([last])[last]
+        assert catalog.images_by_id([last])[last].content_hash == "e2" and catalog.count() == 4
+    finally:
+        catalog.close()
+
+
+def test_batch_lookups_by_path_and_by_hash_cover_more_than_one_query(tmp_path: Path) -> None:
+    catalog = Catalog.open(tmp_path / "idx", create=True)
+    try:
+        images = [NewImage(f"/p/{n:04d}.jpg", n, n, f"h{n % 700}", 1, 1, _unit(n)) for n in range(1200)]
+        catalog.add_indexed(images)
+        catalog.add_skipped("/p/bad.jpg", 1, 1, "not an image")
+        wanted = [image.path for image in images[::2]] + ["/p/bad.jpg", "/p/missing.jpg"]
+        found = catalog.images_by_paths(wanted)
+        assert sorted(found) == sorted(wanted[:-1]) and found["/p/bad.jpg"].status == "skipped"
+        assert found["/p/0998.jpg"].size == 998
+        hashes = [f"h{n}" for n in range(0, 1400, 2)]
+        assert catalog.indexed_hashes(hashes) == {f"h{n}" for n in range(0, 700, 2)}
+    finally:
+        catalog.close()

@@ -9,14 +9,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from disks import remount
 from lookalike import Collection
 from lookalike.demo import sample_photo
+from lookalike.files import FileEntry
+from lookalike.images import decode_file
 
 # These tests are about plumbing (files, commits, interruptions), not look-alike quality: no CNN needed.
 PLUMBING = "colour-layout"
@@ -329,7 +333,6 @@ def test_the_map_step_is_a_pure_function_of_files_whose_results_travel(tmp_path:
     import pickle
 
     from lookalike import load_embedder
-    from lookalike.files import FileEntry
     from lookalike.ingest import map_files
 
     good = _photos(tmp_path / "photos", ["chelsea", "coffee"])
@@ -346,11 +349,55 @@ def test_the_map_step_is_a_pure_function_of_files_whose_results_travel(tmp_path:
         m.vector is not None and m.vector.shape == (embedder.dim,) and m.error is None for m in (mapped[0], mapped[2])
     )
     assert mapped[0].content_hash != mapped[2].content_hash and mapped[0].width > 0
+    # They travel as one array of the embedded files' vectors, in file order, not as an array per file.
+    assert mapped.vectors.shape == (2, embedder.dim) and mapped.vectors.dtype == np.float32
+    np.testing.assert_array_equal(mapped.vectors, np.stack([mapped[0].vector, mapped[2].vector]))
+    np.testing.assert_allclose(
+        mapped.vectors[1], embedder.embed(decode_file(str(good[1]), embedder.input_size).pixels[None])[0]
+    )
+
+
+def test_a_shard_from_a_cluster_is_committed_whole_or_not_at_all(tmp_path: Path) -> None:
+    from lookalike.catalog import Catalog
+    from lookalike.embedders import load_embedder
+    from lookalike.ingest import Ingester, MappedShard, map_files
+
+    photos = tmp_path / "photos"
+    [coffee] = _photos(photos, ["coffee"])
+    with Collection.create(tmp_path / "idx", embedder=PLUMBING) as collection:
+        collection.add_folder(photos)
+    shutil.copy(coffee, photos / "a-copy.jpg")  # a byte copy: its row reuses the stored embedding
+    _photos(photos, ["rocket"])
+    (photos / "z-broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    embedder = load_embedder(PLUMBING)
+    shards: list[MappedShard] = []
+
+    def one_shard(todo: Iterator[FileEntry], total: int) -> Iterator[MappedShard]:
+        shards.append(map_files(list(todo), embedder, embedder.input_size))
+        yield shards[-1]
+
+    def interrupt(path: str, reason: str) -> None:
+        raise KeyboardInterrupt
+
+    catalog = Catalog.open(tmp_path / "idx")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Ingester(catalog, lambda: embedder, 0, mapper=one_shard, on_skip=interrupt).run(str(photos))
+        # The copy's row was written before the broken file interrupted the shard: it went with the rest.
+        assert [row.path for row in shards[0].rows] == [
+            str(photos / n) for n in ("a-copy.jpg", "rocket.jpg", "z-broken.jpg")
+        ]
+        assert (catalog.count(), catalog.count("skipped")) == (1, 0)
+        report = Ingester(catalog, lambda: embedder, 0, mapper=one_shard).run(str(photos))
+        assert (catalog.count(), catalog.count("skipped")) == (3, 1)
+    finally:
+        catalog.close()
+    assert (report.reused, report.embedded, report.unchanged) == (1, 1, 1)
+    assert report.skipped == [(str(photos / "z-broken.jpg"), shards[1].rows[2].error)]
 
 
 def test_a_batch_still_on_the_device_is_committed_after_the_next_is_submitted(tmp_path: Path) -> None:
     """On a GPU the model computes one batch while ingest commits the previous one; nothing is lost or reordered."""
-    import numpy as np
 
     from lookalike.catalog import Catalog
     from lookalike.embedders import Embedder, load_embedder

@@ -24,8 +24,10 @@ import numpy as np
 
 from . import catalog_file
 from .catalog_duplicates import DuplicateTables, StoredSignature
-from .catalog_schema import MIGRATIONS, SCHEMA_VERSION, TABLE_ONLY_STEPS, as_temporary, climb_from_nothing, run_script
-from .errors import CollectionNotFoundError, CorruptCatalogError, NotIndexedError, SchemaVersionError
+from .catalog_schema import MIGRATIONS as MIGRATIONS  # re-exported: the schema ladder, as before
+from .catalog_schema import SCHEMA_VERSION as SCHEMA_VERSION
+from .catalog_schema import climb_from_nothing, climb_to_current
+from .errors import CollectionNotFoundError, CorruptCatalogError, NotIndexedError
 from .vector_integrity import checked_vectors, intact_rows, sound_vectors, vector_checksum
 
 CATALOG_FILE = "catalog.sqlite"
@@ -102,7 +104,7 @@ class Catalog(DuplicateTables):
             catalog_file.create(path, climb_from_nothing)
         catalog = cls(catalog_file.connect(path), path)
         try:
-            catalog._migrate()
+            climb_to_current(catalog.connection, catalog.path, catalog.transaction)
         except BaseException:
             catalog.close()
             raise
@@ -111,42 +113,6 @@ class Catalog(DuplicateTables):
     def close(self) -> None:
         """Close the connection."""
         self.connection.close()
-
-    def _migrate(self) -> None:
-        """Climb the schema ladder from the catalog's version to SCHEMA_VERSION, one transaction a step."""
-        version = self._schema_version()
-        if version == 0:  # every catalog lookalike makes has climbed at least one step before it is in place
-            raise CorruptCatalogError(
-                f"{self.path} is not a lookalike catalog: restore it from a backup, or index the photos again "
-                "into a new folder"
-            )
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{self.path} was written by a newer lookalike (schema {version}); upgrade lookalike"
-            )
-        if version < SCHEMA_VERSION and not os.access(self.path.parent, os.W_OK):
-            self._stand_in_for_steps(version)
-            return
-        while version < SCHEMA_VERSION:
-            with self.transaction():
-                current = self._schema_version()  # another process may have climbed this step meanwhile
-                if current == version:
-                    MIGRATIONS[version](self.connection)
-                    self.connection.execute(f"PRAGMA user_version = {version + 1}")
-            version = self._schema_version()
-
-    def _stand_in_for_steps(self, version: int) -> None:
-        """Give a catalog on read-only media the tables of the steps it lacks, empty and for this connection only."""
-        for step in range(version, SCHEMA_VERSION):
-            if step not in TABLE_ONLY_STEPS:
-                raise SchemaVersionError(
-                    f"{self.path} has schema {version} and cannot be written here: open it once where it can be "
-                    "written, so it is brought up to date"
-                )
-            run_script(self.connection, as_temporary(TABLE_ONLY_STEPS[step]))
-
-    def _schema_version(self) -> int:
-        return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
 
     def transaction(self) -> catalog_file.Transaction:
         """A context manager: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
@@ -196,10 +162,19 @@ class Catalog(DuplicateTables):
 
     def _select_by_ids(self, query: str, ids: Iterable[int]) -> Iterator[tuple]:
         """Run `query` (with an `IN ({marks})` slot) over `ids`, 500 at a time (SQLite's variable limit)."""
-        wanted = [int(i) for i in ids]
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
+        return self._select_in(query, [int(i) for i in ids])
+
+    def _select_in(self, query: str, values: list) -> Iterator[tuple]:
+        """Run `query` (with an `IN ({marks})` slot) over `values`, 500 at a time (SQLite's variable limit)."""
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
             yield from self.connection.execute(query.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
+
+    def images_by_paths(self, paths: Iterable[str]) -> dict[str, ImageRecord]:
+        """Rows of the files at `paths`, by path (paths without a row are left out): one query per 500 paths."""
+        query = f"SELECT {IMAGE_COLUMNS} FROM images WHERE path IN ({{marks}})"
+        records = (record_from_row(row) for row in self._select_in(query, [encode_path(p) for p in paths]))
+        return {record.path: record for record in records}
 
     def embeddings_of(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         """(ids ascending, float32 vectors) of the sound stored embeddings among `ids` (damaged ones left out)."""
@@ -213,6 +188,11 @@ class Catalog(DuplicateTables):
             (content_hash,),
         )
         return [record_from_row(row) for row in rows]
+
+    def indexed_hashes(self, content_hashes: Iterable[str]) -> set[str]:
+        """Which of these content hashes an indexed row has: one query per 500 hashes, for a whole batch of files."""
+        query = "SELECT DISTINCT content_hash FROM images WHERE status = 'indexed' AND content_hash IN ({marks})"
+        return {row[0] for row in self._select_in(query, list(set(content_hashes)))}
 
     def skipped_images(self) -> list[ImageRecord]:
         """Every file that was skipped, with its reason."""
@@ -287,34 +267,51 @@ class Catalog(DuplicateTables):
     # --- writing ---------------------------------------------------------------
 
     def add_indexed(self, images: list[NewImage]) -> list[int]:
-        """Store images and their embeddings in one transaction; return their new ids."""
-        ids = []
+        """Store images and their embeddings in one transaction; return their new ids, in order."""
+        paths = [encode_path(image.path) for image in images]
+        if len(set(paths)) < len(paths):  # a path given twice: each later row replaces the one before, in order
+            with self.transaction():
+                return [image_id for image in images for image_id in self.add_indexed([image])]
+        blobs = [np.ascontiguousarray(image.vector, dtype=np.float32).tobytes() for image in images]
         with self.transaction():
-            for image in images:
-                self._delete_path(image.path)
-                cursor = self.connection.execute(
-                    "INSERT INTO images (path, size, mtime_ns, content_hash, width, height, status)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'indexed')",
-                    (
-                        encode_path(image.path),
-                        image.size,
-                        image.mtime_ns,
-                        image.content_hash,
-                        image.width,
-                        image.height,
-                    ),
-                )
-                image_id = int(cursor.lastrowid or 0)  # always set after an INSERT
-                blob = np.ascontiguousarray(image.vector, dtype=np.float32).tobytes()
-                self.connection.execute("INSERT INTO embeddings (image_id, vector) VALUES (?, ?)", (image_id, blob))
-                self.connection.execute(
-                    "INSERT OR REPLACE INTO embedding_checksums (image_id, crc) VALUES (?, ?)",
-                    (image_id, vector_checksum(blob)),
-                )
-                if image.signature is not None:
-                    self._insert_signature(image_id, image.signature)
-                ids.append(image_id)
+            self._delete_paths(paths)
+            # Ids are given here, as AUTOINCREMENT would give them, so each table takes the batch in one statement.
+            first = self._next_image_id()
+            ids = list(range(first, first + len(images)))
+            self.connection.executemany(
+                "INSERT INTO images (id, path, size, mtime_ns, content_hash, width, height, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'indexed')",
+                [
+                    (image_id, path, image.size, image.mtime_ns, image.content_hash, image.width, image.height)
+                    for image_id, path, image in zip(ids, paths, images)
+                ],
+            )
+            self.connection.executemany("INSERT INTO embeddings (image_id, vector) VALUES (?, ?)", zip(ids, blobs))
+            self.connection.executemany(
+                "INSERT OR REPLACE INTO embedding_checksums (image_id, crc) VALUES (?, ?)",
+                [(image_id, vector_checksum(blob)) for image_id, blob in zip(ids, blobs)],
+            )
+            self._insert_signatures(
+                [(image_id, image.signature) for image_id, image in zip(ids, images) if image.signature is not None]
+            )
         return ids
+
+    def _insert_signatures(self, rows: list[tuple[int, StoredSignature]]) -> None:
+        """`_insert_signature` for a whole batch, in one statement; the caller holds the transaction."""
+        self.connection.executemany(
+            "INSERT OR REPLACE INTO signatures (image_id, signature, jpeg_quality, metadata_fields)"
+            " VALUES (?, ?, ?, ?)",
+            [(image_id, stored.signature, stored.jpeg_quality, stored.metadata_fields) for image_id, stored in rows],
+        )
+
+    def _next_image_id(self) -> int:
+        """The id AUTOINCREMENT would give the next row: above every id ever handed out (the caller holds the
+        write transaction, so no other writer takes it meanwhile)."""
+        row = self.connection.execute(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'images'), 0),"
+            " coalesce((SELECT max(id) FROM images), 0))"
+        ).fetchone()
+        return int(row[0]) + 1
 
     def add_skipped(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
         """Record a file that could not be indexed, and why (replacing any older row for it)."""
@@ -356,9 +353,12 @@ class Catalog(DuplicateTables):
                     self.connection.execute("INSERT OR IGNORE INTO tombstones (id) VALUES (?)", (image_id,))
 
     def _delete_path(self, path: str) -> None:
-        row = self.connection.execute("SELECT id FROM images WHERE path = ?", (encode_path(path),)).fetchone()
-        if row:
-            self._delete_id(row[0])
+        self._delete_paths([encode_path(path)])
+
+    def _delete_paths(self, paths: list[bytes]) -> None:
+        """Delete the rows at these (encoded) paths, if any: one query per 500 paths finds them."""
+        for (image_id,) in list(self._select_in("SELECT id FROM images WHERE path IN ({marks})", paths)):
+            self._delete_id(image_id)
 
     def _delete_id(self, image_id: int) -> None:
         had_vector = self.connection.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,)).rowcount

@@ -6,11 +6,15 @@ step appended here; catalogs of every earlier version climb the steps they lack 
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
 
 from .catalog_duplicates import SCHEMA_2
+from .errors import CorruptCatalogError, SchemaVersionError
 from .vector_integrity import vector_checksum
 
 # Version 1: images, embeddings, tombstones, meta.
@@ -90,3 +94,41 @@ def climb_from_nothing(connection: sqlite3.Connection) -> None:
     for version, step in enumerate(MIGRATIONS):
         step(connection)
         connection.execute(f"PRAGMA user_version = {version + 1}")
+
+
+def climb_to_current(
+    connection: sqlite3.Connection, path: Path, transaction: Callable[[], AbstractContextManager]
+) -> None:
+    """Climb the schema ladder from the catalog's version to SCHEMA_VERSION, one transaction a step."""
+    version = _schema_version(connection)
+    if version == 0:  # every catalog lookalike makes has climbed at least one step before it is in place
+        raise CorruptCatalogError(
+            f"{path} is not a lookalike catalog: restore it from a backup, or index the photos again into a new folder"
+        )
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(f"{path} was written by a newer lookalike (schema {version}); upgrade lookalike")
+    if version < SCHEMA_VERSION and not os.access(path.parent, os.W_OK):
+        _stand_in_for_steps(connection, path, version)
+        return
+    while version < SCHEMA_VERSION:
+        with transaction():
+            current = _schema_version(connection)  # another process may have climbed this step meanwhile
+            if current == version:
+                MIGRATIONS[version](connection)
+                connection.execute(f"PRAGMA user_version = {version + 1}")
+        version = _schema_version(connection)
+
+
+def _stand_in_for_steps(connection: sqlite3.Connection, path: Path, version: int) -> None:
+    """Give a catalog on read-only media the tables of the steps it lacks, empty and for this connection only."""
+    for step in range(version, SCHEMA_VERSION):
+        if step not in TABLE_ONLY_STEPS:
+            raise SchemaVersionError(
+                f"{path} has schema {version} and cannot be written here: open it once where it can be "
+                "written, so it is brought up to date"
+            )
+        run_script(connection, as_temporary(TABLE_ONLY_STEPS[step]))
+
+
+def _schema_version(connection: sqlite3.Connection) -> int:
+    return int(connection.execute("PRAGMA user_version").fetchone()[0])

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 
@@ -73,7 +74,7 @@ ProgressCallback = Callable[[int, int], None]
 SkipCallback = Callable[[str, str], None]
 # Another place to run the map step (a cluster): given the files to process and how many there are, yields the
 # map step's results in groups, in any order, as they arrive; each group is committed before the next is asked for.
-Mapper = Callable[[Iterator[FileEntry], int], Iterator[list["MappedImage"]]]
+Mapper = Callable[[Iterator[FileEntry], int], Iterator["MappedShard"]]
 
 
 class Ingester:
@@ -129,26 +130,33 @@ class Ingester:
     def plan(self, root: str) -> int:
         """Record every file seen, and queue the new or changed ones; return how many are queued."""
         self.queue.begin()
-        seen: list[str] = []
-        todo: list[tuple[str, int, int]] = []
+        chunk: list[FileEntry] = []
         scan_errors: list[tuple[str, str]] = []
         for entry in scan_images(root, on_error=lambda path, reason: scan_errors.append((path, reason))):
-            self.report.scanned += 1
-            seen.append(entry.path)
-            known = self.catalog.image_by_path(entry.path)
-            if known and known.size == entry.size and known.mtime_ns == entry.mtime_ns:
-                self.report.unchanged += 1
-                if known.status == "skipped":
-                    self.report.skipped.append((known.path, known.error or "skipped"))
-            else:
-                todo.append((entry.path, entry.size, entry.mtime_ns))
-            if len(seen) >= SCAN_CHUNK:
-                self.queue.record(seen, todo)
-                seen, todo = [], []
-        self.queue.record(seen + [path for path, _ in scan_errors], todo)
+            chunk.append(entry)
+            if len(chunk) >= SCAN_CHUNK:
+                self._diff(chunk)
+                chunk = []
+        self._diff(chunk)
+        self.queue.record([path for path, _ in scan_errors])
         for path, reason in scan_errors:
             self._skip(FileEntry(path, 0, 0), reason)
         return self.queue.todo_count()
+
+    def _diff(self, entries: list[FileEntry]) -> None:
+        """Record `entries` as seen and queue the new or changed ones (their rows looked up together)."""
+        self.report.scanned += len(entries)
+        known = self.catalog.images_by_paths(entry.path for entry in entries)
+        todo: list[tuple[str, int, int]] = []
+        for entry in entries:
+            record = known.get(entry.path)
+            if record and record.size == entry.size and record.mtime_ns == entry.mtime_ns:
+                self.report.unchanged += 1
+                if record.status == "skipped":
+                    self.report.skipped.append((record.path, record.error or "skipped"))
+            else:
+                todo.append((entry.path, entry.size, entry.mtime_ns))
+        self.queue.record([entry.path for entry in entries], todo)
 
     # --- map (decode, embed) and commit ----------------------------------------------
 
@@ -196,34 +204,37 @@ class Ingester:
         self._embed_and_store(batch)
         self._embed_and_store([])  # the batch still in flight
 
-    def commit_mapped(self, mapped: list[MappedImage]) -> None:
-        """Commit results of the map step run elsewhere, as a local run commits its own.
+    def commit_mapped(self, shard: MappedShard) -> None:
+        """Commit results of the map step run elsewhere, as a local run commits its own, in one transaction.
 
         Skipped files are recorded with their reason; moved, copied or touched files keep or reuse the stored
-        embedding (the one computed elsewhere is dropped); the others are added in one transaction.
+        embedding (the one computed elsewhere is dropped); the others are added.
         """
+        # Only a file whose content is indexed already can be a move or a copy: one query finds them for the shard.
+        # (A shard's own new files are added at its end, so none of them is indexed while the shard is gone through.)
+        known = self.catalog.indexed_hashes(row.content_hash for row in shard.rows if row.error is None)
         fresh: list[NewImage] = []
-        for item in mapped:
-            if item.error is not None or item.vector is None:
-                self._skip(item.entry, item.error or "not decoded")
-            elif not self._reuse_stored(
-                item.entry, item.content_hash, (item.width, item.height), partial(_given, item.signature)
-            ):
+        vectors = iter(shard.vectors)
+        with self.catalog.transaction():
+            for row in shard.rows:
+                if row.error is not None:
+                    self._skip(FileEntry(row.path, row.size, row.mtime_ns), row.error)
+                    continue
+                vector, signature = next(vectors), row.stored_signature()
+                if row.content_hash in known and self._reuse_stored(
+                    FileEntry(row.path, row.size, row.mtime_ns),
+                    row.content_hash,
+                    (row.width, row.height),
+                    partial(_given, signature),
+                ):
+                    continue
                 fresh.append(
                     NewImage(
-                        item.entry.path,
-                        item.entry.size,
-                        item.entry.mtime_ns,
-                        item.content_hash,
-                        item.width,
-                        item.height,
-                        item.vector,
-                        item.signature,
+                        row.path, row.size, row.mtime_ns, row.content_hash, row.width, row.height, vector, signature
                     )
                 )
-        if fresh:
             self.catalog.add_indexed(fresh)
-            self.report.embedded += len(fresh)
+        self.report.embedded += len(fresh)
 
     def _reuse_stored(
         self,
@@ -316,20 +327,73 @@ class MappedImage:
     signature: StoredSignature | None = None
 
 
+class MappedRow(NamedTuple):
+    """The map step's facts of one file, as plain values; `error` is None for a file that was embedded."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    width: int
+    height: int
+    error: str | None
+    signature: bytes | None
+    jpeg_quality: int | None
+    metadata_fields: int
+
+    def stored_signature(self) -> StoredSignature | None:
+        return (
+            None if self.signature is None else StoredSignature(self.signature, self.jpeg_quality, self.metadata_fields)
+        )
+
+
+@dataclass(frozen=True)
+class MappedShard:
+    """The map step's results for a group of files, in the form that is cheap to send and to take in.
+
+    One tuple of plain values per file and one float32 array of all the embeddings: a driver that takes in
+    thousands of files a second unpickles a few objects per shard, not an object graph and an array per file.
+    `vectors` holds a row for each file without an error, in file order. Indexing gives `MappedImage`s.
+    """
+
+    rows: list[MappedRow]
+    vectors: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> MappedImage:
+        row = self.rows[index]
+        entry = FileEntry(row.path, row.size, row.mtime_ns)
+        if row.error is not None:
+            return MappedImage(entry, error=row.error)
+        vector = self.vectors[sum(other.error is None for other in self.rows[:index])]
+        return MappedImage(entry, row.content_hash, row.width, row.height, vector, None, row.stored_signature())
+
+
 def map_files(
     entries: list[FileEntry], embedder: Embedder, input_size: int, max_megapixels: float | None = None
-) -> list[MappedImage]:
+) -> MappedShard:
     """Decode and embed files: a pure function of the files, for a worker process or a cluster task."""
     decoded = [(entry, decode_entry(entry.path, input_size, max_megapixels)) for entry in entries]
-    good = [(entry, image) for entry, image in decoded if isinstance(image, DecodedImage)]
-    vectors = embedder.embed(np.stack([image.pixels for _, image in good])) if good else np.zeros((0, embedder.dim))
-    mapped = {
-        entry.path: MappedImage(
-            entry, image.content_hash, image.width, image.height, vector, signature=signature_of(entry.path, image)
-        )
-        for (entry, image), vector in zip(good, vectors)
-    }
-    return [
-        mapped.get(entry.path) or MappedImage(entry, error=getattr(image, "reason", "not decoded"))
-        for entry, image in decoded
-    ]
+    good = [image for _, image in decoded if isinstance(image, DecodedImage)]
+    vectors = embedder.embed(np.stack([image.pixels for image in good])) if good else np.zeros((0, embedder.dim))
+    return MappedShard([_mapped_row(entry, image) for entry, image in decoded], np.asarray(vectors, np.float32))
+
+
+def _mapped_row(entry: FileEntry, image: DecodedImage | ImageDecodeError) -> MappedRow:
+    if not isinstance(image, DecodedImage):
+        return MappedRow(entry.path, entry.size, entry.mtime_ns, "", 0, 0, image.reason, None, None, 0)
+    signature = signature_of(entry.path, image)
+    return MappedRow(
+        entry.path,
+        entry.size,
+        entry.mtime_ns,
+        image.content_hash,
+        image.width,
+        image.height,
+        None,
+        None if signature is None else signature.signature,
+        None if signature is None else signature.jpeg_quality,
+        0 if signature is None else signature.metadata_fields,
+    )

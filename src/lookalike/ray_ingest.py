@@ -3,9 +3,10 @@
 The driver (the process that holds the collection) scans and diffs as in a local run; only the files to
 process travel, as shards of paths, to Ray tasks that run `ingest.map_files`. Each worker process loads the
 embedder once and keeps it for every later shard it is given. Results come back as they finish, in any order,
-and the driver commits each shard in its own transaction through the same commit step as a local run: a
-driver that dies keeps every committed shard, and the next run resumes from them. A worker that dies is
-retried by Ray.
+each as one `MappedShard` (a tuple of plain values per file and one array of all the embeddings, cheap for the
+driver to take in), and the driver commits each shard in its own transaction through the same commit step as a
+local run: a driver that dies keeps every committed shard, and the next run resumes from them. A worker that
+dies is retried by Ray.
 
 Every node reads the photos itself, under the same path as the driver: the folder must be on a filesystem
 that every node mounts at the same place. Every node needs the same lookalike and embedder weights; a shard
@@ -23,7 +24,7 @@ from typing import Any
 from .embedders import Embedder, load_embedder
 from .errors import EmbedderMismatchError, InvalidArgumentError
 from .files import FileEntry
-from .ingest import MappedImage, map_files
+from .ingest import MappedShard, map_files
 from .ray_cluster import ClusterSession, import_ray, results_as_finished
 
 SHARD_SIZE = 64
@@ -36,15 +37,21 @@ _WORKER_EMBEDDERS: dict[tuple[str, str, str], Embedder] = {}  # per worker proce
 class ShardJob:
     """What a worker needs to map one shard: the files and how to embed them."""
 
-    entries: list[FileEntry]
+    # (path, size, mtime_ns) as plain tuples: Ray's pickler calls a Python hook for every other object it meets,
+    # which cost the driver more per file than the rest of sending the shard.
+    files: list[tuple[str, int, int]]
     embedder_name: str
     device: str
     engine: str
     input_size: int
     max_megapixels: float | None
 
+    @property
+    def entries(self) -> list[FileEntry]:
+        return [FileEntry(path, size, mtime_ns) for path, size, mtime_ns in self.files]
 
-def map_shard(job: ShardJob) -> tuple[str, list[MappedImage]]:
+
+def map_shard(job: ShardJob) -> tuple[str, MappedShard]:
     """Run on a worker: the identity of the embedder used and the map step's results for the shard's files."""
     key = (job.embedder_name, job.device, job.engine)
     embedder = _WORKER_EMBEDDERS.get(key)
@@ -94,9 +101,10 @@ class RayMapper:
             yield self._job(shard)
 
     def _job(self, entries: list[FileEntry]) -> ShardJob:
-        return ShardJob(entries, self.embedder_name, self.device, self.engine, self.input_size, self.max_megapixels)
+        files = [(entry.path, entry.size, entry.mtime_ns) for entry in entries]
+        return ShardJob(files, self.embedder_name, self.device, self.engine, self.input_size, self.max_megapixels)
 
-    def __call__(self, todo: Iterator[FileEntry], total: int) -> Iterator[list[MappedImage]]:
+    def __call__(self, todo: Iterator[FileEntry], total: int) -> Iterator[MappedShard]:
         """Send the files in shards, a bounded number in flight, and yield each shard's results as it finishes."""
         if total == 0:
             return
@@ -117,7 +125,7 @@ class RayMapper:
             )
         return {"num_cpus": 1, "num_gpus": 1 / TASKS_PER_GPU}
 
-    def _checked(self, result: tuple[str, list[MappedImage]]) -> list[MappedImage]:
+    def _checked(self, result: tuple[str, MappedShard]) -> MappedShard:
         identity, mapped = result
         if identity != self.embedder_identity:
             raise EmbedderMismatchError(
