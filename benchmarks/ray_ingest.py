@@ -13,7 +13,7 @@ of it; their difference per image is the driver's cost per image, imports and co
 With --baseline (the src folder of another checkout, e.g. `git worktree add OLD 8a5c585`), the Ray runs are made
 with that code too, side by side: each version on a cluster of its own, started with that version on PYTHONPATH
 (Ray's workers import lookalike from there, as the driver does). --shard-sizes: the files per shard to run
-(the CLI's --batch-size); 32 is the default of `lookalike index`.
+(the CLI's --shard-size; --batch-size for a baseline older than that option); 256 is the default.
 """
 
 from __future__ import annotations
@@ -92,7 +92,9 @@ def inside(work: Path, count: int, versions: dict[str, str], shard_sizes: list[i
             try:
                 for shard in shard_sizes:
                     name = f"ray, {nodes} node(s), {version}, shards of {shard}"
-                    extra = ["--ray", f"127.0.0.1:{PORT}", "--batch-size", str(shard)]
+                    # A baseline older than `--shard-size` took the files per shard from `--batch-size`.
+                    size_flag = "--shard-size" if version == "this checkout" else "--batch-size"
+                    extra = ["--ray", f"127.0.0.1:{PORT}", size_flag, str(shard)]
                     folder = f"ray{nodes}-{len(runs)}"
                     rows.append((name, *timed_index(work / "photos", work / f"{folder}.idx", *extra)))
                     rows.append((f"{name}, a third", *timed_index(small, work / f"{folder}s.idx", *extra)))
@@ -112,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=1200)
     parser.add_argument("--baseline", help="the src folder of the code to compare with")
-    parser.add_argument("--shard-sizes", default="32", help="comma-separated files per shard (--batch-size)")
+    parser.add_argument("--shard-sizes", default="256", help="comma-separated files per shard (--shard-size)")
     parser.add_argument("--inside", help=argparse.SUPPRESS)
     parser.add_argument("--versions", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -355,6 +355,10 @@ def test_the_map_step_is_a_pure_function_of_files_whose_results_travel(tmp_path:
     np.testing.assert_allclose(
         mapped.vectors[1], embedder.embed(decode_file(str(good[1]), embedder.input_size).pixels[None])[0]
     )
+    # A shard is decoded and embedded a batch at a time: one file per model run gives the same results.
+    one_by_one = map_files(entries, embedder, embedder.input_size, batch=1)
+    assert [m.entry.path for m in one_by_one] == [m.entry.path for m in mapped]
+    np.testing.assert_allclose(one_by_one.vectors, mapped.vectors, atol=1e-6)
 
 
 def test_a_shard_from_a_cluster_is_committed_whole_or_not_at_all(tmp_path: Path) -> None:

@@ -160,7 +160,7 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
         local_report = collection.add_folder(photos)
     # Shards of 4 files: several per node. A first driver is killed with SIGKILL after two shards are committed;
     # the second resumes; the third finds the cluster through RAY_ADDRESS and nothing left to do.
-    index = [sys.executable, "-m", "lookalike", "index", str(photos), "--index", str(clustered), "--batch-size", "4"]
+    index = [sys.executable, "-m", "lookalike", "index", str(photos), "--index", str(clustered), "--shard-size", "4"]
     killer, worker_killer = tmp_path / "killer.py", tmp_path / "worker_killer.py"
     killer.write_text(KILLER)
     worker_killer.write_text(WORKER_KILLER)
@@ -181,7 +181,7 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
                 str(photos),
                 "--index",
                 str(survived),
-                "--batch-size",
+                "--shard-size",
                 "4",
                 "--ray",
                 f"127.0.0.1:{PORT}",

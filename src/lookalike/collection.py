@@ -187,12 +187,14 @@ class Collection(Searching, DuplicateFinding):
         batch_size: int = 32,
         ray_address: str | None = None,
         decode_in: str = DEFAULT_DECODE,
+        shard_size: int | None = None,
     ) -> IngestReport:
         """Index every image under `root` (only new or changed files are embedded), then update the index.
 
         With `ray_address` (what `ray.init` takes: "auto", "HOST:PORT", "ray://HOST:PORT"), the files are decoded
-        and embedded on that Ray cluster in shards of `batch_size` files; every node must read `root` under the
-        same path (`ray_ingest.py`). `decode_in`: "threads" or "processes", where files are decoded (`decode_pool`).
+        and embedded on that Ray cluster in shards of `shard_size` files (default 256), `batch_size` per model
+        run; every node must read `root` under the same path (`ray_ingest.py`). `decode_in`: "threads" or
+        "processes", where files are decoded (`decode_pool`).
         """
         root = os.fspath(root)
         if not os.path.isdir(root):
@@ -210,7 +212,7 @@ class Collection(Searching, DuplicateFinding):
                 on_progress=on_progress,
                 on_skip=on_skip,
                 max_megapixels=self.max_megapixels,
-                mapper=self._ray_mapper(ray_address, batch_size) if ray_address else None,
+                mapper=self._ray_mapper(ray_address, shard_size, batch_size) if ray_address else None,
                 decode_in=decode_in,
             )
             report = ingester.run(root)
@@ -222,8 +224,8 @@ class Collection(Searching, DuplicateFinding):
                 self._index = self.store.load()
         return report
 
-    def _ray_mapper(self, address: str, shard_size: int) -> Mapper:
-        from .ray_ingest import RayMapper
+    def _ray_mapper(self, address: str, shard_size: int | None, batch_size: int) -> Mapper:
+        from .ray_ingest import SHARD_SIZE, RayMapper
 
         spec = self.embedder_spec
         return RayMapper(
@@ -234,7 +236,8 @@ class Collection(Searching, DuplicateFinding):
             self.device,
             self.engine,
             self.max_megapixels,
-            shard_size,
+            shard_size or SHARD_SIZE,
+            batch_size,
         )
 
     def reindex(

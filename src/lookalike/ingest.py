@@ -372,13 +372,19 @@ class MappedShard:
 
 
 def map_files(
-    entries: list[FileEntry], embedder: Embedder, input_size: int, max_megapixels: float | None = None
+    entries: list[FileEntry], embedder: Embedder, input_size: int, max_megapixels: float | None = None, batch: int = 32
 ) -> MappedShard:
-    """Decode and embed files: a pure function of the files, for a worker process or a cluster task."""
-    decoded = [(entry, decode_entry(entry.path, input_size, max_megapixels)) for entry in entries]
-    good = [image for _, image in decoded if isinstance(image, DecodedImage)]
-    vectors = embedder.embed(np.stack([image.pixels for image in good])) if good else np.zeros((0, embedder.dim))
-    return MappedShard([_mapped_row(entry, image) for entry, image in decoded], np.asarray(vectors, np.float32))
+    """Decode and embed files, `batch` at a time (a shard's pixels are never all held at once): a pure function
+    of the files, for a worker process or a cluster task."""
+    rows, vectors = [], [np.zeros((0, embedder.dim), np.float32)]
+    for start in range(0, len(entries), batch):
+        decoded = [
+            (entry, decode_entry(entry.path, input_size, max_megapixels)) for entry in entries[start : start + batch]
+        ]
+        good = [image for _, image in decoded if isinstance(image, DecodedImage)]
+        vectors += [np.asarray(embedder.embed(np.stack([image.pixels for image in good])), np.float32)] if good else []
+        rows += [_mapped_row(entry, image) for entry, image in decoded]
+    return MappedShard(rows, np.concatenate(vectors))
 
 
 def _mapped_row(entry: FileEntry, image: DecodedImage | ImageDecodeError) -> MappedRow:

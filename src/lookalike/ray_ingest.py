@@ -27,7 +27,7 @@ from .files import FileEntry
 from .ingest import MappedShard, map_files
 from .ray_cluster import ClusterSession, import_ray, results_as_finished
 
-SHARD_SIZE = 64
+SHARD_SIZE = 256  # files per task: the driver's cost per image falls with shard size (docs/benchmarks.md)
 TASKS_PER_GPU = 4  # shard tasks sharing one GPU: each decodes on its own CPU, so the model is rarely idle
 
 _WORKER_EMBEDDERS: dict[tuple[str, str, str], Embedder] = {}  # per worker process: loaded once, kept
@@ -45,6 +45,7 @@ class ShardJob:
     engine: str
     input_size: int
     max_megapixels: float | None
+    batch_size: int = 32  # images per model run inside the shard
 
     @property
     def entries(self) -> list[FileEntry]:
@@ -57,7 +58,7 @@ def map_shard(job: ShardJob) -> tuple[str, MappedShard]:
     embedder = _WORKER_EMBEDDERS.get(key)
     if embedder is None:
         embedder = _WORKER_EMBEDDERS[key] = load_embedder(job.embedder_name, job.device, job.engine)
-    return embedder.identity, map_files(job.entries, embedder, job.input_size, job.max_megapixels)
+    return embedder.identity, map_files(job.entries, embedder, job.input_size, job.max_megapixels, job.batch_size)
 
 
 class RayMapper:
@@ -77,6 +78,7 @@ class RayMapper:
         engine: str = "auto",
         max_megapixels: float | None = None,
         shard_size: int = SHARD_SIZE,
+        batch_size: int = 32,
     ) -> None:
         if shard_size < 1:
             raise InvalidArgumentError(f"a shard holds at least one file, not {shard_size}", "shard_size")
@@ -89,6 +91,7 @@ class RayMapper:
         self.engine = engine
         self.max_megapixels = max_megapixels
         self.shard_size = shard_size
+        self.batch_size = batch_size
 
     def _shards(self, todo: Iterator[FileEntry]) -> Iterator[ShardJob]:
         shard: list[FileEntry] = []
@@ -102,7 +105,9 @@ class RayMapper:
 
     def _job(self, entries: list[FileEntry]) -> ShardJob:
         files = [(entry.path, entry.size, entry.mtime_ns) for entry in entries]
-        return ShardJob(files, self.embedder_name, self.device, self.engine, self.input_size, self.max_megapixels)
+        return ShardJob(
+            files, self.embedder_name, self.device, self.engine, self.input_size, self.max_megapixels, self.batch_size
+        )
 
     def __call__(self, todo: Iterator[FileEntry], total: int) -> Iterator[MappedShard]:
         """Send the files in shards, a bounded number in flight, and yield each shard's results as it finishes."""

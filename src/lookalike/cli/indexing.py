@@ -48,7 +48,7 @@ from .common import (
     type=click.IntRange(1),
     default=32,
     show_default=True,
-    help="Images per model run (with --ray: per shard).",
+    help="Images per model run.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @max_megapixels_option
@@ -58,6 +58,11 @@ from .common import (
     metavar="ADDRESS",
     help="Decode and embed on this Ray cluster (auto, HOST:PORT, ray://HOST:PORT); every node must read "
     "PHOTO_DIR under the same path. Needs lookalike[ray].",
+)
+@click.option(
+    "--shard-size",
+    type=click.IntRange(1),
+    help="With --ray: files per task (default 256).",
 )
 def index(
     photo_dir: str,
@@ -77,12 +82,15 @@ def index(
     quiet: bool,
     max_megapixels: float | None,
     ray_address: str | None,
+    shard_size: int | None,
 ) -> None:
     """Index every image under PHOTO_DIR (again: only new or changed files are embedded)."""
     from ..collection import Collection
 
     if not os.path.isdir(photo_dir):
         fail(f"{photo_dir} is not a folder: give the folder of photos to index")
+    if shard_size is not None and ray_address is None:
+        fail("--shard-size needs --ray ADDRESS")
     options = collect_options(nlist, pq_m, nbits, hnsw_m, ef_construction)
     progress = Progress(not quiet)
     skipped: list[tuple[str, str]] = []
@@ -100,6 +108,7 @@ def index(
                 decode_in=decode_in,
                 batch_size=batch_size,
                 ray_address=ray_address,
+                shard_size=shard_size,
             )
             return report, collection.current_plan()
 
