@@ -14,12 +14,22 @@ from lookalike.index import VectorIndex
 from seeded import COUNT, IDS, K, build, clustered_unit_vectors, make_collection, mixture
 
 
+_RUN_CACHE: list[str] = []  # the model cache this run made, removed when it ends
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Every run exports the ONNX model into its own cache, as a fresh machine would.
     if "LOOKALIKE_CACHE" not in os.environ:
         import tempfile
 
         os.environ["LOOKALIKE_CACHE"] = tempfile.mkdtemp(prefix="lookalike-test-cache-")
+        _RUN_CACHE.append(os.environ["LOOKALIKE_CACHE"])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _RUN_CACHE:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop("LOOKALIKE_CACHE", None)
 
 
 @pytest.fixture(scope="session")
