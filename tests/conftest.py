@@ -13,7 +13,6 @@ import pytest
 from lookalike.index import VectorIndex
 from seeded import COUNT, IDS, K, build, clustered_unit_vectors, make_collection, mixture
 
-
 _RUN_CACHE: list[str] = []  # the model cache this run made, removed when it ends
 
 
