@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from lookalike import Collection
 from lookalike.catalog import NewImage
 from lookalike.cli import main
-from lookalike.errors import IndexSpecError
+from lookalike.errors import IndexSpecError, StorageError
 from lookalike.index import INDEX_FILE, VectorIndex
 from lookalike.index_store import load_verified
 from lookalike.ondisk import data_files, is_on_disk
@@ -216,3 +216,20 @@ def test_a_merge_killed_midway_leaves_the_previous_index(tmp_path: Path, where: 
 
 def _state(path: Path, checksum: str, count: int) -> IndexState:
     return IndexState(checksum, count, VECTORS.shape[1], int(IDS[-1]), **file_fingerprint(path))
+
+
+@pytest.mark.parametrize("free_mib", [0.5, 2.0])  # no room for the shard files; room for them, not the data file
+def test_a_full_disk_refuses_the_merge_and_keeps_the_previous_index(media: Path, free_mib: float) -> None:
+    folder = media / "c"
+    make_collection(folder, VECTORS, "ivf", IVF)
+    before = _hits(folder)
+    filler = media / "filler"
+    filler.write_bytes(b"\0" * max(0, shutil.disk_usage(media).free - int(free_mib * 2**20)))
+    with Collection.open(folder) as collection, pytest.raises(StorageError, match="the previous index is kept"):
+        collection.reindex("ivf", options=IVF, on_disk=True)
+    assert not data_files(folder) and not scratch_files(folder)
+    assert _hits(folder) == before
+    filler.unlink()
+    with Collection.open(folder) as collection:
+        collection.reindex("ivf", options=IVF, on_disk=True)
+    assert len(data_files(folder)) == 1 and _hits(folder) == before
