@@ -14,7 +14,8 @@ so that its peak memory is its own: the built shards are kept as files and hande
 at a time, as a cluster's results arrive. In memory, each shard is merged into the trained index, which is then
 saved; on disk, each shard is written to a scratch file and the files are merged into a data file beside
 index.faiss (`sharded_build.merge_on_disk`). Each process then loads what it wrote as search does (read whole,
-or memory-mapped) and times single queries; the two answer sets are compared.
+or memory-mapped) and times single queries; the answer sets are compared. A third process merges nothing: it maps
+the shard files and searches them side by side (Faiss's IndexShards), the alternative to one merged index.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs import machine_description, write_section  # noqa: E402
-from lookalike.index import VectorIndex  # noqa: E402
+from lookalike.index import MMAP_FLAGS, VectorIndex  # noqa: E402
 from lookalike.index_store import load_verified  # noqa: E402
 from lookalike.settings import IndexState  # noqa: E402
 from lookalike.sharded_build import (  # noqa: E402
@@ -52,6 +53,7 @@ DIM = 1280
 CHUNK = 100_000
 K = 10
 NPROBES = (1, 4, 16, 64)
+WAYS = ("memory", "disk", "shards")  # merged in memory, merged on disk, not merged (IndexShards)
 
 
 def chunk_vectors(start: int, count: int, centres: np.ndarray) -> np.ndarray:
@@ -139,103 +141,128 @@ def status_kib(field: str) -> int:
 
 
 def merge_child(way: str, work: Path) -> None:
-    """Run in a process of its own: merge the shard files `way` ("memory" or "disk"), load, search; report JSON."""
+    """Run in a process of its own: merge the shard files `way` ("memory" or "disk"), load, search; report JSON.
+
+    "shards" merges nothing: the shard files are mapped and searched side by side (Faiss's IndexShards).
+    """
     shards = sorted(work.glob("shard-*.faiss"))
     queries = np.load(work / "queries.npy")
-    empty = VectorIndex(faiss.read_index(str(work / "trained.faiss")), "cosine")
     out = work / way
     out.mkdir()
-    before_kib, sampler = status_kib("VmRSS"), PeakAnonymous()
-    started = time.perf_counter()
-    if way == "memory":
-        merge_in_memory(empty, ShardFiles(shards), iter(()))
-        merged_s = time.perf_counter() - started
-        count, checksum = empty.count, empty.save(out / "index.faiss")
+    report = {"before_mib": status_kib("VmRSS") / 1024}
+    if way == "shards":
+        started = time.perf_counter()
+        search = shards_searcher(shards)
+        report["load_s"] = time.perf_counter() - started
     else:
-        checksum, count, _ = merge_on_disk(empty, ShardFiles(shards), iter(()), out / "index.faiss", lambda n: None)
-        merged_s = time.perf_counter() - started
-    total_s = time.perf_counter() - started
-    peak_kib, peak_anon_kib = status_kib("VmHWM"), sampler.stop()
-    del empty
-    path = out / "index.faiss"
-    state = IndexState(checksum, count, DIM, count - 1, **file_fingerprint(path))
-    started = time.perf_counter()
-    index = load_verified(path, state, "cosine", mmap=way == "disk")
-    load_s = time.perf_counter() - started
+        path = out / "index.faiss"
+        state = merge_to(way, shards, work / "trained.faiss", path, report)
+        started = time.perf_counter()
+        index = load_verified(path, state, "cosine", mmap=way == "disk")
+        report["load_s"] = time.perf_counter() - started
+
+        def search(batch: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+            return index.search(batch, K, nprobe=nprobe)
+
     answers, latency = {}, {}
     for nprobe in NPROBES:
-        scores, ids = index.search(queries, K, nprobe=nprobe)
+        scores, ids = search(queries, nprobe)
         answers[f"scores{nprobe}"], answers[f"ids{nprobe}"] = scores, ids
     faiss.omp_set_num_threads(1)  # one query at a time on one thread, as a server request searches
     for nprobe in NPROBES:
         times = []
         for query in queries[:200]:
             started = time.perf_counter()
-            index.search(query[None, :], K, nprobe=nprobe)
+            search(query[None, :], nprobe)
             times.append(time.perf_counter() - started)
         latency[nprobe] = [float(np.median(times)) * 1e3, float(np.percentile(times, 95)) * 1e3]
     np.savez(out / "answers.npz", **answers)
-    files = {item.name: item.stat().st_size for item in out.iterdir() if item.name != "answers.npz"}
-    report = {
-        "merge_s": merged_s,
-        "total_s": total_s,
-        "before_mib": before_kib / 1024,
-        "peak_mib": peak_kib / 1024,
-        "peak_anon_mib": peak_anon_kib / 1024,
-        "load_s": load_s,
-        "search_rss_mib": status_kib("VmRSS") / 1024,
-        "search_anon_mib": status_kib("RssAnon") / 1024,
-        "latency": latency,
-        "files": files,
-    }
+    report["files"] = {item.name: item.stat().st_size for item in out.iterdir() if item.name != "answers.npz"}
+    report.update(search_rss_mib=status_kib("VmRSS") / 1024, search_anon_mib=status_kib("RssAnon") / 1024)
+    report["latency"] = latency
     print(json.dumps(report))
 
 
+def merge_to(way: str, shards: list[Path], trained: Path, path: Path, report: dict) -> IndexState:
+    """Merge the shard files in memory then save, or on disk; note times and peak memory in `report`."""
+    empty = VectorIndex(faiss.read_index(str(trained)), "cosine")
+    sampler = PeakAnonymous()
+    started = time.perf_counter()
+    if way == "memory":
+        merge_in_memory(empty, ShardFiles(shards), iter(()))
+        report["merge_s"] = time.perf_counter() - started
+        count, checksum = empty.count, empty.save(path)
+    else:
+        checksum, count, _ = merge_on_disk(empty, ShardFiles(shards), iter(()), path, lambda n: None)
+        report["merge_s"] = time.perf_counter() - started
+    report["total_s"] = time.perf_counter() - started
+    report.update(peak_mib=status_kib("VmHWM") / 1024, peak_anon_mib=sampler.stop() / 1024)
+    return IndexState(checksum, count, DIM, count - 1, **file_fingerprint(path))
+
+
+def shards_searcher(shards: list[Path]):  # noqa: ANN201 - a search function
+    """The shard files mapped and searched as one by IndexShards (each probes its own nprobe lists)."""
+    parts = [faiss.read_index(str(file), MMAP_FLAGS) for file in shards]
+    together = faiss.IndexShards(DIM, False, False)  # not threaded; the ids are the catalog's, kept as they are
+    for part in parts:
+        together.add_shard(part)
+
+    def search(batch: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        for part in parts:
+            faiss.extract_index_ivf(part).nprobe = nprobe
+        return together.search(batch, K)
+
+    search.parts = parts  # the shards must outlive IndexShards, which does not own them
+    return search
+
+
 def compare_merges(work: Path, truth: np.ndarray) -> str:
-    """Merge the shard files in memory and on disk, each in a fresh process; the comparison as markdown."""
-    reports = {}
-    for way in ("memory", "disk"):
+    """Merge the shard files in memory and on disk, and search them unmerged, each in a fresh process; markdown."""
+    reports, answers = {}, {}
+    for way in WAYS:
         child = [sys.executable, __file__, "--merge-child", way, "--work", str(work)]
         reports[way] = json.loads(subprocess.run(child, capture_output=True, text=True, check=True).stdout)
-    memory, disk = (np.load(work / way / "answers.npz") for way in ("memory", "disk"))
-    parity = []
+        answers[way] = np.load(work / way / "answers.npz")
+    m, d, s = (reports[way] for way in WAYS)
+    rows = []
     for nprobe in NPROBES:
-        same = float((memory[f"ids{nprobe}"] == disk[f"ids{nprobe}"]).mean())
-        gap = float(np.abs(memory[f"scores{nprobe}"] - disk[f"scores{nprobe}"]).max())
-        lat_m, lat_d = reports["memory"]["latency"][str(nprobe)], reports["disk"]["latency"][str(nprobe)]
-        parity.append(
-            f"| {nprobe} | {recall(memory[f'ids{nprobe}'], truth):.4f} | {recall(disk[f'ids{nprobe}'], truth):.4f} "
-            f"| {same:.4f} | {gap:.1e} | {lat_m[0]:.2f} / {lat_m[1]:.2f} | {lat_d[0]:.2f} / {lat_d[1]:.2f} |"
-        )
-    m, d = reports["memory"], reports["disk"]
-    searching = [f"{r['search_rss_mib']:,.0f} / {r['search_anon_mib']:,.0f}" for r in (m, d)]
+        cells = [f"{recall(answers[way][f'ids{nprobe}'], truth):.4f}" for way in WAYS]
+        for way in WAYS[1:]:
+            same = float((answers["memory"][f"ids{nprobe}"] == answers[way][f"ids{nprobe}"]).mean())
+            gap = float(np.abs(answers["memory"][f"scores{nprobe}"] - answers[way][f"scores{nprobe}"]).max())
+            cells.append(f"{same:.4f} ({gap:.0e})")
+        cells += ["{:.2f} / {:.2f}".format(*reports[way]["latency"][str(nprobe)]) for way in WAYS]
+        rows.append(f"| {nprobe} | " + " | ".join(cells) + " |")
     header = (
-        "| nprobe | recall@10, in memory | recall@10, on disk | same ids, same places | largest score gap "
-        "| ms per query in memory, median / p95 | ms per query mapped, median / p95 |"
+        "| nprobe | recall@10: in memory | on disk | shards | same ids as in memory (largest score gap): on disk "
+        "| shards | ms per query, median / p95: in memory | on disk (mapped) | shards (mapped) |"
     )
+    searching = [f"{r['search_rss_mib']:,.0f} / {r['search_anon_mib']:,.0f}" for r in (m, d, s)]
     sizes = ", ".join(f"{name} {size / 2**20:,.0f} MiB" for name, size in sorted(d["files"].items()))
+    shards = len(list(work.glob("shard-*.faiss")))
     return f"""
 Merging in memory against merging on disk (`lookalike reindex --on-disk`), each in a fresh process handed the same
-{len(list(work.glob("shard-*.faiss")))} built shards one at a time (as a cluster's results arrive), then loading
-what it wrote as search does and answering the same queries:
+{shards} built shards one at a time (as a cluster's results arrive), then loading what it wrote as search does and
+answering the same queries; and, merging nothing, the {shards} shard files mapped and searched side by side
+(Faiss's `IndexShards`, each shard probing its own nprobe lists):
 
-| | in memory | on disk |
-| --- | ---: | ---: |
-| merge, seconds | {m["merge_s"]:.1f} (then {m["total_s"] - m["merge_s"]:.1f} to save) | {d["merge_s"]:.1f} (saved) |
-| process memory before the merge, MiB | {m["before_mib"]:,.0f} | {d["before_mib"]:,.0f} |
-| peak resident memory (VmHWM, file pages included), MiB | {m["peak_mib"]:,.0f} | {d["peak_mib"]:,.0f} |
-| peak anonymous memory (RssAnon, sampled every 20 ms), MiB | {m["peak_anon_mib"]:,.0f} | {d["peak_anon_mib"]:,.0f} |
-| load for search, seconds | {m["load_s"]:.2f} (read whole) | {d["load_s"]:.2f} (mapped) |
-| the searching process after its queries: resident / anonymous, MiB | {searching[0]} | {searching[1]} |
+| | in memory | on disk | {shards} shards, unmerged |
+| --- | ---: | ---: | ---: |
+| merge, seconds | {m["merge_s"]:.1f} (+{m["total_s"] - m["merge_s"]:.1f} to save) | {d["merge_s"]:.1f} (saved) | 0 |
+| process memory before the merge, MiB | {m["before_mib"]:,.0f} | {d["before_mib"]:,.0f} | - |
+| peak resident memory merging (VmHWM, file pages included), MiB | {m["peak_mib"]:,.0f} | {d["peak_mib"]:,.0f} | - |
+| peak anonymous merging (RssAnon, 20 ms samples), MiB | {m["peak_anon_mib"]:,.0f} | {d["peak_anon_mib"]:,.0f} | - |
+| load for search, seconds | {m["load_s"]:.2f} (read whole) | {d["load_s"]:.2f} (mapped) | {s["load_s"]:.2f} (mapped) |
+| the searching process after its queries: resident / anonymous, MiB | {" | ".join(searching)} |
 
 Files written on disk: {sizes} (in memory: index.faiss {m["files"]["index.faiss"] / 2**20:,.0f} MiB).
 
 {header}
-| ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-{chr(10).join(parity)}
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+{chr(10).join(rows)}
 
-Latency is one query at a time on one thread (200 queries at each nprobe), with the data file in the page cache
-(just written): a cold cache reads each probed list from the disk once.
+Latency is one query at a time on one thread (200 queries at each nprobe), with the files in the page cache (just
+written): a cold cache reads each probed list from the disk once.
 """
 
 
@@ -247,7 +274,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--work", help="a folder for the shard files and merged indexes (default: a temporary one)")
-    parser.add_argument("--merge-child", choices=["memory", "disk"], help=argparse.SUPPRESS)
+    parser.add_argument("--merge-child", choices=WAYS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.merge_child:
         merge_child(args.merge_child, Path(args.work))

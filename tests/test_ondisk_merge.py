@@ -233,3 +233,22 @@ def test_a_full_disk_refuses_the_merge_and_keeps_the_previous_index(media: Path,
     with Collection.open(folder) as collection:
         collection.reindex("ivf", options=IVF, on_disk=True)
     assert len(data_files(folder)) == 1 and _hits(folder) == before
+
+
+def test_a_damaged_data_file_is_caught_at_load_and_the_index_rebuilt_on_disk(tmp_path: Path) -> None:
+    make_collection(tmp_path / "c", VECTORS, "ivf", IVF)
+    with Collection.open(tmp_path / "c") as collection:
+        collection.reindex("ivf", options=IVF, on_disk=True)
+    before = _hits(tmp_path / "c")
+    (data,) = data_files(tmp_path / "c")
+    with open(data, "r+b") as handle:  # same size, one byte changed: only the checksum can tell
+        handle.seek(1000)
+        byte = handle.read(1)
+        handle.seek(1000)
+        handle.write(bytes([byte[0] ^ 0x01]))
+    notices: list[str] = []
+    with Collection.open(tmp_path / "c", on_notice=notices.append) as collection:
+        assert is_on_disk(collection.index())
+    assert any("does not match the checksum its name records; rebuilding" in notice for notice in notices), notices
+    assert data_files(tmp_path / "c") == [data]  # the same content again, under the same name
+    assert _hits(tmp_path / "c") == before
