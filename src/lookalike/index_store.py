@@ -326,7 +326,8 @@ class IndexStore:
         state = settings.index_state
         if state is None:
             return self.build_in_memory(settings)
-        index = load_verified(self.path, state, settings.metric)
+        # An on-disk index opens mapped, by fingerprint, as a writer's does: a reload never reads its data file whole.
+        index = load_verified(self.path, state, settings.metric, mmap=self.mmap and self.is_on_disk())
         if file_checksum(self.path) != state.checksum:  # replaced between the check and the read
             raise CorruptIndexError(f"{self.path} was replaced while it was being read")
         pending = self.catalog.iter_embeddings(after_id=state.high_water)

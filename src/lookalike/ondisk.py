@@ -30,7 +30,7 @@ import faiss
 import numpy as np
 
 from .errors import CorruptIndexError, StorageError
-from .index import VectorIndex, find_ivf
+from .index import VectorIndex, faiss_reason, find_ivf
 from .storage import file_checksum, file_fingerprint, fsync_folder
 
 DATA_GLOB = "index.*.ivfdata"
@@ -73,8 +73,8 @@ def write_on_disk(template: faiss.Index, parts: Sequence[faiss.Index], path: Pat
     sources = [_ivf_of(part, ivf) for part in parts]
     needed = sum(source.invlists.compute_ntotal() for source in sources) * (ivf.code_size + ID_BYTES)
     _check_free_space(path.parent, needed)
-    name, count = _write_data_file(path.parent, ivf, sources)
     try:
+        name, count = _write_data_file(path.parent, ivf, sources)
         # Relative: read back beside index.faiss, wherever the folder is.
         faiss.downcast_InvertedLists(ivf.invlists).filename = name
         _set_count(template, count)
@@ -89,7 +89,10 @@ def _write_data_file(folder: Path, ivf: faiss.IndexIVF, sources: list[faiss.Inde
 
     Returns the name and how many vectors the lists hold.
     """
-    descriptor, scratch = tempfile.mkstemp(dir=folder, prefix=".index.ivfdata.", suffix=".tmp")
+    try:
+        descriptor, scratch = tempfile.mkstemp(dir=folder, prefix=".index.ivfdata.", suffix=".tmp")
+    except OSError as error:
+        raise StorageError(f"cannot write the index's data file in {folder}: {error.strerror or error}") from None
     os.close(descriptor)
     try:
         lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, scratch)
@@ -106,8 +109,11 @@ def _write_data_file(folder: Path, ivf: faiss.IndexIVF, sources: list[faiss.Inde
         os.replace(scratch, folder / name)
     except BaseException as error:
         Path(scratch).unlink(missing_ok=True)
-        if isinstance(error, (OSError, RuntimeError)):
-            raise StorageError(f"cannot write the index's data file in {folder}: {error}") from None
+        if isinstance(error, (OSError, RuntimeError)):  # Faiss reports a failed write as RuntimeError
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else faiss_reason(error)
+            raise StorageError(
+                f"cannot write the index's data file in {folder}: {reason}; the previous index is kept"
+            ) from None
         raise
     fsync_folder(folder)
     return name, count
