@@ -107,6 +107,7 @@ def merge_on_disk(
     try:
         for shard in adder.added(trained_copy(index), index.metric, shards):
             files.append(_scratch_shard_file(path.parent, shard))
+            del shard  # before the next one is built or received: one shard in memory at a time
         # Mapped, not read: the shards' lists are paged in from their files as the merge copies them.
         parts = [faiss.read_index(str(file), faiss.IO_FLAG_MMAP) for file in files]
         total = sum(int(part.ntotal) for part in parts)
