@@ -166,6 +166,7 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
     worker_killer.write_text(WORKER_KILLER)
     survived = tmp_path / "survived.idx"
     rebuilt, rebuilt_here = tmp_path / "rebuilt.idx", tmp_path / "rebuilt-here.idx"
+    rebuilt_on_disk = tmp_path / "rebuilt-on-disk.idx"
     on_gpus = [*index[:5], "--index", f"{clustered}-gpu", "--device", "cuda", "--ray", f"127.0.0.1:{PORT}"]
     reindex = [sys.executable, "-m", "lookalike", "reindex", "--kind", "IVF4,Flat"]  # 4 lists: the nprobe 1 matters
     output = _on_cluster(
@@ -189,8 +190,11 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
             # The index built in shards on the cluster, and the same collection rebuilt here.
             ["cp", "-r", str(clustered), str(rebuilt)],
             ["cp", "-r", str(clustered), str(rebuilt_here)],
+            ["cp", "-r", str(clustered), str(rebuilt_on_disk)],
             [*reindex, "--index", str(rebuilt), "--ray", f"127.0.0.1:{PORT}", "--shard-size", "8"],
             [*reindex, "--index", str(rebuilt_here)],
+            # The driver writes each returned shard to a file and merges the files into a data file on disk.
+            [*reindex, "--index", str(rebuilt_on_disk), "--ray", f"127.0.0.1:{PORT}", "--shard-size", "8", "--on-disk"],
             # The cluster has no GPU: --device cuda is refused at once instead of waiting forever for one.
             ["sh", "-c", f"{' '.join(on_gpus)} || echo refused=$?"],
         ],
@@ -243,16 +247,19 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
     assert not (tmp_path / "ray.idx-gpu" / "index.faiss").exists()
 
     # Built in shards on the cluster or in one process here: the same IVF index, the same hits at nprobe 1.
-    assert output.count("rebuilt: IVF4,Flat (factory") == 2, output
+    assert output.count("rebuilt: IVF4,Flat (factory") == 3, output
     assert f"{files - 1} vectors added in 6 shards on the Ray cluster at 127.0.0.1:{PORT}, merged here" in output
-    with Collection.open(rebuilt) as sharded, Collection.open(rebuilt_here) as single:
-        assert sharded.index().count == single.index().count == files - 1
-        for mine, theirs in zip(
-            # Every hit of the probed list (k = all): a cut at k=5 may fall between two tied byte copies.
-            sharded.search(queries, k=files, mode="fast", nprobe=1),
-            single.search(queries, k=files, mode="fast", nprobe=1),
-        ):
-            assert _ranking(mine.hits) == _ranking(theirs.hits)
+    assert f"{files - 1} vectors added in 6 shards on the Ray cluster at 127.0.0.1:{PORT}, merged on disk" in output
+    for built in (rebuilt, rebuilt_on_disk):
+        with Collection.open(built) as sharded, Collection.open(rebuilt_here) as single:
+            assert sharded.index().count == single.index().count == files - 1
+            for mine, theirs in zip(
+                # Every hit of the probed list (k = all): a cut at k=5 may fall between two tied byte copies.
+                sharded.search(queries, k=files, mode="fast", nprobe=1),
+                single.search(queries, k=files, mode="fast", nprobe=1),
+            ):
+                assert _ranking(mine.hits) == _ranking(theirs.hits)
+    assert len(list(rebuilt_on_disk.glob("index.*.ivfdata"))) == 1
 
 
 def test_an_address_where_no_cluster_answers_is_refused_and_nothing_is_committed(tmp_path: Path) -> None:

@@ -28,13 +28,11 @@ class InProcessAdder:
         self.shard_vectors = shard_vectors
         self.shards = 0
 
-    def __call__(self, index: VectorIndex, shards: Iterator[tuple[np.ndarray, np.ndarray]]) -> int:
-        trained = trained_copy(index)
-        built = [add_shard(trained, index.metric, ids, vectors) for ids, vectors in shards]
+    def added(self, trained: np.ndarray, metric: str, shards: Iterator[tuple[np.ndarray, np.ndarray]]) -> Iterator:
+        built = [add_shard(trained, metric, ids, vectors) for ids, vectors in shards]
         for shard in reversed(built):  # shards arrive in any order
-            merge_shard(index, shard)
             self.shards += 1
-        return self.shards
+            yield shard
 
 
 def _trained(factory: str) -> VectorIndex:

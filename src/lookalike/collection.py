@@ -36,6 +36,7 @@ from .settings import IndexState, Settings, read_settings, store_settings
 from .storage import FolderLock
 
 if TYPE_CHECKING:
+    from .sharded_build import ShardAdder
     from .tune import TuneResult
 
 
@@ -247,20 +248,27 @@ class Collection(Searching, DuplicateFinding):
         options: dict | None = None,
         ray_address: str | None = None,
         shard_size: int | None = None,
+        on_disk: bool | None = None,
     ) -> IndexPlan:
         """Rebuild the Faiss index from the stored embeddings (no CNN), optionally as another kind.
 
         With `ray_address`, an IVF kind is built on that Ray cluster: trained here, its shards of
         `shard_size` vectors added by the cluster's workers and merged here (`ray_build.py`).
+        With `on_disk`, an IVF kind's lists are merged into a data file that search memory-maps, one shard in
+        memory at a time (`ondisk.py`); False brings them back into index.faiss; None keeps the current form.
         The settings change only once the new index is built and saved.
         """
         self._check_writable()
-        adder = None
+        adder: ShardAdder | None = None
         if ray_address is not None:
             from .ray_build import RayShardAdder
             from .sharded_build import SHARD_VECTORS
 
             adder = RayShardAdder(ray_address, shard_size or SHARD_VECTORS)
+        elif on_disk and shard_size:
+            from .sharded_build import LocalShardAdder
+
+            adder = LocalShardAdder(shard_size)
         with self._lock.hold():
             if kind and options is None:
                 options = {}
@@ -268,6 +276,7 @@ class Collection(Searching, DuplicateFinding):
             self._index = self.store.rebuild(
                 plan,
                 adder=adder,
+                on_disk=on_disk,
                 index_kind=kind or self.settings.index_kind,
                 metric=plan.metric,
                 index_options=options,

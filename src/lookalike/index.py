@@ -85,6 +85,7 @@ class VectorIndex:
         self._selector_ok = self._takes_params and self._selector_reaches_search()
         # Search parameters per (nprobe, efSearch): built once, not on every query (they cost ~20-60 us).
         self._params_cache: dict[tuple, tuple[object, object, list[object]]] = {}
+        self.keep_alive: tuple[object, ...] = ()  # what Faiss structures this index points into must outlive it
 
     @classmethod
     def create(cls, plan: IndexPlan, dim: int) -> VectorIndex:

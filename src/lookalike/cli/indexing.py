@@ -145,7 +145,14 @@ def index(
 @click.option(
     "--shard-size",
     type=click.IntRange(1),
-    help="With --ray: vectors per shard (default 50000).",
+    help="With --ray or --on-disk: vectors per shard (default 50000).",
+)
+@click.option(
+    "--on-disk/--in-memory",
+    "on_disk",
+    default=None,
+    help="IVF kinds: merge the inverted lists into a data file beside index.faiss that search memory-maps, "
+    "holding one shard in memory at a time (--in-memory: back into index.faiss). Default: as the index is now.",
 )
 def reindex(
     index_dir: str,
@@ -158,17 +165,20 @@ def reindex(
     ef_construction: int | None,
     ray_address: str | None,
     shard_size: int | None,
+    on_disk: bool | None,
 ) -> None:
     """Rebuild the Faiss index from the stored embeddings (the CNN does not run)."""
     from ..collection import Collection
 
     options = collect_options(nlist, pq_m, nbits, hnsw_m, ef_construction)
-    if shard_size is not None and ray_address is None:
-        fail("--shard-size needs --ray ADDRESS")
+    if shard_size is not None and ray_address is None and not on_disk:
+        fail("--shard-size needs --ray ADDRESS or --on-disk")
 
     def rebuild() -> Any:
         with Collection.open(index_dir, on_notice=notice) as collection:
-            plan = collection.reindex(kind, metric, options or None, ray_address=ray_address, shard_size=shard_size)
+            plan = collection.reindex(
+                kind, metric, options or None, ray_address=ray_address, shard_size=shard_size, on_disk=on_disk
+            )
             return plan, collection.info()
 
     plan, info = run(rebuild)
