@@ -34,6 +34,8 @@ PHOTOS = (
     "/usr/share/backgrounds/mate/nature/*.jpg",
     "/usr/share/backgrounds/gnome/*-l.webp",
 )  # "-d" files are dark variants
+WALLPAPERS = ("/usr/share/backgrounds/**/*", "/usr/share/wallpapers/**/*")  # the "wallpapers" set: every one
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 SAME_IMAGE_EDITS = ("reencode", "resize", "convert", "strip", "flatten")
 NEAR_EDITS = ("crop", "tone", "heavy-jpeg", "turn", "watermark")
 CHAIN_LENGTH = 8
@@ -63,6 +65,27 @@ def _source_images(quick: bool, rng: np.random.Generator) -> list[Image.Image]:
     return _distinct(sources)
 
 
+def _wallpaper_sources(quick: bool) -> list[Image.Image]:
+    """Every wallpaper the system ships (photographs, and some abstract or painted ones) and scikit-image's
+    photos, each cut into 3 x 3 tiles: neighbouring tiles share light, colours and texture, so they are the
+    hard negatives a photo library is full of."""
+    paths = sorted(
+        {p for pattern in WALLPAPERS for p in glob.glob(pattern, recursive=True) if _is_picture(p) and "-d." not in p}
+    )
+    photos = [Image.open(path) for path in paths[: 8 if quick else None]]
+    photos += [sample_photo(name) for name in SAMPLE_PHOTOS]
+    sources: list[Image.Image] = []
+    for photo in photos:
+        photo = photo.convert("RGB")
+        photo.thumbnail((3 * MAX_SIDE, 3 * MAX_SIDE))
+        sources += _tiles(photo, 3)
+    return sources
+
+
+def _is_picture(path: str) -> bool:
+    return path.lower().endswith(PICTURE_SUFFIXES) and Path(path).is_file() and Path(path).stat().st_size > 0
+
+
 def _distinct(sources: list[Image.Image]) -> list[Image.Image]:
     """Drop sources whose pixels repeat an earlier one's: clip art collections hold the same drawing in
     several files, and such a pair is a true duplicate, not a false positive."""
@@ -86,9 +109,11 @@ def _thumbnail(image: Image.Image) -> Image.Image:
     return image
 
 
-def _tiles(photo: Image.Image) -> list[Image.Image]:
+def _tiles(photo: Image.Image, per_side: int = 2) -> list[Image.Image]:
     w, h = photo.size
-    boxes = [(0, 0, w // 2, h // 2), (w // 2, 0, w, h // 2), (0, h // 2, w // 2, h), (w // 2, h // 2, w, h)]
+    xs = [w * i // per_side for i in range(per_side + 1)]
+    ys = [h * i // per_side for i in range(per_side + 1)]
+    boxes = [(xs[i], ys[j], xs[i + 1], ys[j + 1]) for j in range(per_side) for i in range(per_side)]
     return [_thumbnail(photo.crop(box)) for box in boxes]
 
 
@@ -205,13 +230,15 @@ def _chain_step(image: Image.Image, step: int) -> Image.Image:
     return ImageEnhance.Brightness(rgb).enhance(1 + 0.06 * step)
 
 
-def build_set(folder: Path, quick: bool = False, seed: int = 1338) -> list[LabelledFile]:
-    """Write the labelled set into `folder` (emptied first) and return what each file is."""
+def build_set(folder: Path, quick: bool = False, seed: int = 1338, kind: str = "mixed") -> list[LabelledFile]:
+    """Write the labelled set into `folder` (emptied first) and return what each file is. `kind` "mixed" is
+    clip art and photo tiles, a third of them copied; "wallpapers" is tiles of photographs alone, half copied."""
     rng = np.random.default_rng(seed)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    sources = _source_images(quick, rng)
-    copied = set(int(i) for i in rng.choice(len(sources), size=len(sources) // 3, replace=False))
+    sources = _source_images(quick, rng) if kind == "mixed" else _distinct(_wallpaper_sources(quick))
+    share = 3 if kind == "mixed" else 2
+    copied = set(int(i) for i in rng.choice(len(sources), size=len(sources) // share, replace=False))
     chained = set(int(i) for i in rng.choice(sorted(set(range(len(sources))) - copied), size=10 if quick else 40))
     files: list[LabelledFile] = []
     for number, image in enumerate(sources):

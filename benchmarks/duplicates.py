@@ -45,9 +45,10 @@ PHASH_LIMIT = 10
 SECTION = "## Duplicates"
 
 
-def prepare(work: Path, quick: bool) -> dict:
+def prepare(work: Path, quick: bool, kind: str = "mixed") -> dict:
     """Build, decode, embed and sign the labelled set once; cached in `work`."""
-    cache = work / f"set{'-quick' if quick else ''}-{SIGNATURE_VERSION}.npz"  # a new signature layout: a new cache
+    name = ("set" if kind == "mixed" else kind) + ("-quick" if quick else "")
+    cache = work / f"{name}-{SIGNATURE_VERSION}.npz"  # a new signature layout: a new cache
     if cache.exists():
         return dict(np.load(cache))
     import imagehash
@@ -57,7 +58,7 @@ def prepare(work: Path, quick: bool) -> dict:
     from lookalike.images import decode_file
     from lookalike.signatures import compute_signature
 
-    files = build_set(work / ("set-quick" if quick else "set"), quick=quick)
+    files = build_set(work / name, quick=quick, kind=kind)
     embedder = load_embedder()
     vectors, signatures, hashes, facts = [], [], [], []
     for start in range(0, len(files), 64):
@@ -313,13 +314,17 @@ def main() -> None:
     parser.add_argument("--sizes", default=None, help="comma-separated vector counts for the scale runs")
     parser.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sweep", action="store_true", help="also measure other near-tier settings")
+    parser.add_argument(
+        "--set", choices=("mixed", "wallpapers"), default="mixed",
+        help="mixed: clip art and photo tiles (the default); wallpapers: tiles of photographs alone (no scale runs)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.scale_one:
         print(json.dumps(scale_one(args.work, args.scale_one, args.quick)))
         return
-    data = prepare(args.work, args.quick)
+    data = prepare(args.work, args.quick, args.set)
     spread = distributions(data)
     started = time.perf_counter()
     groups = find_duplicates(image_facts(data), data["vectors"], EMBEDDER)
@@ -329,11 +334,12 @@ def main() -> None:
     phash = evaluate_phash(data)
     print("PHash<=10:", json.dumps(phash), flush=True)
     swept = sweep(data) if args.sweep else []
-    sizes = [int(s) for s in (args.sizes or ("10000" if args.quick else "10000,30000,100000")).split(",") if s]
+    default_sizes = "" if args.set == "wallpapers" else "10000" if args.quick else "10000,30000,100000"
+    sizes = [int(s) for s in (default_sizes if args.sizes is None else args.sizes).split(",") if s]
     scale = run_scale(args.work, sizes, args.quick)
     machine = f"{os.cpu_count()} cores, Python {platform.python_version()}"
-    results = {"files": len(data["path"]), "lookalike": ours, "phash": phash, "scale": scale, "sweep": swept,
-               "distributions": spread, "machine": machine}  # fmt: skip
+    results = {"set": args.set, "files": len(data["path"]), "lookalike": ours, "phash": phash, "scale": scale,
+               "sweep": swept, "distributions": spread, "machine": machine}  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
