@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
+from copydetect_data import source_paths
 from lookalike.demo import SAMPLE_PHOTOS, sample_photo
 from lookalike.signatures import THUMBNAIL_BYTES, compute_signature
 
@@ -34,8 +35,7 @@ PHOTOS = (
     "/usr/share/backgrounds/mate/nature/*.jpg",
     "/usr/share/backgrounds/gnome/*-l.webp",
 )  # "-d" files are dark variants
-WALLPAPERS = ("/usr/share/backgrounds/**/*", "/usr/share/wallpapers/**/*")  # the "wallpapers" set: every one
-PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
 SAME_IMAGE_EDITS = ("reencode", "resize", "convert", "strip", "flatten")
 NEAR_EDITS = ("crop", "tone", "heavy-jpeg", "turn", "watermark")
 CHAIN_LENGTH = 8
@@ -66,12 +66,11 @@ def _source_images(quick: bool, rng: np.random.Generator) -> list[Image.Image]:
 
 
 def _wallpaper_sources(quick: bool) -> list[Image.Image]:
-    """Every wallpaper the system ships (photographs, and some abstract or painted ones) and scikit-image's
-    photos, each cut into 3 x 3 tiles: neighbouring tiles share light, colours and texture, so they are the
-    hard negatives a photo library is full of."""
-    paths = sorted(
-        {p for pattern in WALLPAPERS for p in glob.glob(pattern, recursive=True) if _is_picture(p) and "-d." not in p}
-    )
+    """The wallpapers the system ships (photographs, and some abstract or painted ones; one rendering of each,
+    as the copy-detection set picks them, dark variants left out) and scikit-image's photos, each cut into
+    3 x 3 tiles: neighbouring tiles share light, colours and texture, so they are the hard negatives a photo
+    library is full of."""
+    paths = [path for path in source_paths() if "-d." not in path]  # "-d" files are dark variants of "-l" ones
     photos = [Image.open(path) for path in paths[: 8 if quick else None]]
     photos += [sample_photo(name) for name in SAMPLE_PHOTOS]
     sources: list[Image.Image] = []
@@ -80,10 +79,6 @@ def _wallpaper_sources(quick: bool) -> list[Image.Image]:
         photo.thumbnail((3 * MAX_SIDE, 3 * MAX_SIDE))
         sources += _tiles(photo, 3)
     return sources
-
-
-def _is_picture(path: str) -> bool:
-    return path.lower().endswith(PICTURE_SUFFIXES) and Path(path).is_file() and Path(path).stat().st_size > 0
 
 
 def _distinct(sources: list[Image.Image]) -> list[Image.Image]:

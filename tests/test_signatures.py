@@ -18,7 +18,9 @@ from lookalike.signatures import (
     compute_signature,
     corner_masked_correlation,
     crop_tolerant_correlation,
+    differs_locally,
     estimate_jpeg_quality,
+    looks_cropped,
     signature_distance,
 )
 
@@ -121,6 +123,45 @@ def test_crop_tolerant_correlation_lines_up_crops_and_turns_but_not_other_photos
     assert darker_match > 0.95  # correlation ignores brightness
     assert turned_match > 0.8  # a turn is matched less well (only 2.5 and 5 degree turns are tried)
     assert crop_tolerant_correlation(original, others).max() < 0.6
+
+
+def test_a_wide_photo_turned_is_matched_as_a_turn_of_the_picture_itself() -> None:
+    """A wide picture is squeezed into a square thumbnail, where its turn is a turn with a shear; the turned
+    copy's corners show the fill colour, which is left out."""
+    wide = sample_photo("astronaut").convert("RGB").resize((900, 450), Image.Resampling.LANCZOS)
+    original = compute_signature(pixels(wide))
+    turned = compute_signature(pixels(wide.rotate(5, resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))))
+    as_a_square = crop_tolerant_correlation(original, [turned], crops=False, aspect=1.0)[0]
+    as_a_wide_picture = crop_tolerant_correlation(original, [turned], crops=False, aspect=2.0)[0]
+    assert as_a_wide_picture > 0.97
+    assert as_a_wide_picture > as_a_square + 0.02
+    others = [
+        compute_signature(pixels(sample_photo(name).convert("RGB").resize((900, 450))))
+        for name in ("coffee", "chelsea")
+    ]
+    assert crop_tolerant_correlation(original, others, crops=False, aspect=2.0).max() < 0.6
+
+
+def test_a_watermark_differs_in_one_place_and_a_re_encode_everywhere_a_little(coffee: Image.Image) -> None:
+    marked = coffee.convert("RGB")
+    w, h = marked.size
+    ImageDraw.Draw(marked).rectangle((4, h - h // 14 - 4, 4 + w // 5, h - 4), fill=(40, 40, 40))
+    original = compute_signature(pixels(coffee))
+    watermarked = compute_signature(pixels(marked))
+    reencoded = compute_signature(pixels(jpeg(coffee, 75)[0]))
+    assert differs_locally(original, watermarked)  # all of the difference is in one corner
+    assert not differs_locally(original, reencoded)
+    assert not differs_locally(original, original)
+
+
+def test_a_crop_that_kept_the_aspect_ratio_is_told_from_a_resize(coffee: Image.Image) -> None:
+    w, h = coffee.size
+    original = compute_signature(pixels(coffee))
+    resized = compute_signature(pixels(coffee.resize((w * 2 // 3, h * 2 // 3), Image.Resampling.LANCZOS)))
+    cropped = compute_signature(pixels(coffee.crop((w // 16, h // 16, w - w // 16, h - h // 16))))
+    aspect = w / h
+    assert looks_cropped(original, cropped, aspect)
+    assert not looks_cropped(original, resized, aspect)
 
 
 def test_jpeg_quality_is_read_from_the_file(coffee: Image.Image) -> None:

@@ -18,6 +18,8 @@ from .signatures import (
     colours_differ,
     corner_masked_correlation,
     crop_tolerant_correlation,
+    differs_locally,
+    looks_cropped,
     signature_distance,
 )
 
@@ -89,12 +91,18 @@ class TierThresholds:
         if colours_differ(first.signature, second.signature):
             return False
         if _resized(first, second):
+            wider, other = (first, second) if first.pixels >= second.pixels else (second, first)
             return (
                 cosine >= self.resized_cosine
                 and _distance(first, second) <= self.resized_signature
                 and coarse_distance(first.signature, second.signature) <= self.resized_coarse_signature
+                and not looks_cropped(wider.signature, other.signature, _aspect(wider))  # type: ignore[arg-type]
             )
-        return cosine >= self.same_image_cosine and _distance(first, second) <= self.same_image_signature
+        return (
+            cosine >= self.same_image_cosine
+            and _distance(first, second) <= self.same_image_signature
+            and not differs_locally(first.signature, second.signature)
+        )
 
     def near(self, keeper: ImageFacts, candidates: Sequence[tuple[ImageFacts, float]]) -> list[float | None]:
         """For each (file, cosine with the keeper) candidate: None if it is not a near duplicate of `keeper`,
@@ -120,7 +128,8 @@ class TierThresholds:
         or cropped (the keeper is normally the wider view, so its crops are the ones to try). The 625 crop
         views cost a hundred times more than the rest: only files of another size that need them get them."""
         signatures = [item.signature for item in items]
-        found = crop_tolerant_correlation(keeper.signature, signatures, crops=False)  # type: ignore[arg-type]
+        aspect = _aspect(keeper)
+        found = crop_tolerant_correlation(keeper.signature, signatures, crops=False, aspect=aspect)  # type: ignore[arg-type]
         short = found < self.near_correlation
         for same_size in (True, False):
             look = [i for i, item in enumerate(items) if short[i] and _same_size(keeper, item) == same_size]
@@ -128,9 +137,9 @@ class TierThresholds:
                 continue
             others = [signatures[i] for i in look]
             if same_size:
-                again = corner_masked_correlation(keeper.signature, others)  # type: ignore[arg-type]
+                again = corner_masked_correlation(keeper.signature, others, aspect)  # type: ignore[arg-type]
             else:
-                again = crop_tolerant_correlation(keeper.signature, others, crops=True)  # type: ignore[arg-type]
+                again = crop_tolerant_correlation(keeper.signature, others, True, aspect)  # type: ignore[arg-type]
             found[look] = np.maximum(found[look], again)
         return found
 
@@ -138,7 +147,7 @@ class TierThresholds:
 # Measured with benchmarks/duplicates.py on its labelled set (docs/benchmarks.md, "Duplicates").
 THRESHOLDS: dict[str, TierThresholds] = {
     "efficientnet-lite0": TierThresholds(
-        same_image_cosine=0.90,
+        same_image_cosine=0.75,
         same_image_signature=2.5,
         resized_cosine=0.60,
         resized_signature=8.0,
@@ -200,6 +209,11 @@ def _resized(first: ImageFacts, second: ImageFacts) -> bool:
         return False
     ratio = (first.width / first.height) / (second.width / second.height)
     return abs(ratio - 1.0) <= RESIZED_ASPECT_TOLERANCE
+
+
+def _aspect(image: ImageFacts) -> float:
+    """Width over height (1 when unknown)."""
+    return image.width / image.height if image.width and image.height else 1.0
 
 
 def _distance(first: ImageFacts, second: ImageFacts) -> float:

@@ -21,6 +21,7 @@ are still read: they are compared on grey alone.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -161,23 +162,72 @@ _CROPS_T = np.ascontiguousarray(_CROPS.transpose(0, 2, 1))
 TURN_DEGREES = (-5.0, -2.5, 2.5, 5.0)  # turns tried, for the "small turn" edits of the near tier
 
 
-def _turn_sampling(degrees: float, side: int = SIGNATURE_SIDE) -> tuple[np.ndarray, np.ndarray]:
-    """Bilinear sampling of a thumbnail turned about its centre: (4, side*side) source pixels and weights."""
+@dataclass(frozen=True)
+class _Turn:
+    """Bilinear sampling of a thumbnail turned about its centre, and which of its pixels come from inside the
+    picture: a turned copy's corners show whatever fill the turn used (white, black, blurred), so they are left
+    out of the comparison."""
+
+    sources: np.ndarray  # (4, side*side) source pixel of each corner of the bilinear sample
+    weights: np.ndarray  # (4, side*side)
+    inside: np.ndarray  # (side*side,) booleans
+
+    def of(self, flat: np.ndarray) -> np.ndarray:
+        return (flat[self.sources] * self.weights).sum(axis=0)
+
+
+def _turn_sampling(degrees: float, aspect: float = 1.0, side: int = SIGNATURE_SIDE) -> _Turn:
+    """The turn of a picture `aspect` times as wide as high, as seen in its square thumbnail: there the picture
+    is squeezed to a square, so a turn of a wide photo is a turn with a shear, not a plain turn."""
     angle = np.deg2rad(degrees)
     ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
     centre = (side - 1) / 2
-    sx = np.cos(angle) * (xs - centre) - np.sin(angle) * (ys - centre) + centre
-    sy = np.sin(angle) * (xs - centre) + np.cos(angle) * (ys - centre) + centre
+    sx = np.cos(angle) * (xs - centre) - np.sin(angle) / aspect * (ys - centre) + centre
+    sy = np.sin(angle) * aspect * (xs - centre) + np.cos(angle) * (ys - centre) + centre
+    inside = ((sx >= -0.5) & (sx <= side - 0.5) & (sy >= -0.5) & (sy <= side - 0.5)).ravel()
     sx, sy = np.clip(sx, 0, side - 1).ravel(), np.clip(sy, 0, side - 1).ravel()
     x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
     x1, y1 = np.minimum(x0 + 1, side - 1), np.minimum(y0 + 1, side - 1)
     fx, fy = sx - x0, sy - y0
     sources = np.stack([y0 * side + x0, y0 * side + x1, y1 * side + x0, y1 * side + x1])
     weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy]).astype(np.float32)
-    return sources, weights
+    return _Turn(sources, weights, inside)
 
 
-_TURNS = [_turn_sampling(degrees) for degrees in TURN_DEGREES]
+@functools.lru_cache(maxsize=256)
+def _turns(aspect: float) -> list[_Turn]:
+    return [_turn_sampling(degrees, aspect) for degrees in TURN_DEGREES]
+
+
+def _whole_and_turned(
+    flat: np.ndarray, candidates: np.ndarray, aspect: float, keep: np.ndarray | None = None
+) -> np.ndarray:
+    """The best Pearson correlation of each candidate thumbnail (rows of `candidates`) with `flat` (of a
+    picture `aspect` times as wide as high), whole or turned (each turn over its inside pixels only), over
+    the pixels `keep` marks (all when None)."""
+    keep = np.ones(flat.size, dtype=bool) if keep is None else keep
+    rows = candidates.astype(np.float64)
+    squares = rows * rows
+    best = _masked_correlations(flat, rows, squares, keep)
+    for turn in _turns(round(min(max(aspect, 0.25), 4.0), 2)):  # rounded: a handful of samplings serve all
+        best = np.maximum(best, _masked_correlations(turn.of(flat), rows, squares, keep & turn.inside))
+    return best
+
+
+def _masked_correlations(view: np.ndarray, rows: np.ndarray, squares: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Pearson correlation of `view` with each row over the pixels of `mask`, from masked sums (three products
+    with the rows instead of a standardised copy of them per mask); 0 where either side is flat."""
+    weight = mask.astype(np.float64)
+    count = float(weight.sum())
+    masked_view = weight * view
+    view_sum = float(masked_view.sum())
+    view_spread = float(masked_view @ view) - view_sum * view_sum / count
+    row_sums = rows @ weight
+    row_spreads = squares @ weight - row_sums * row_sums / count
+    covariances = rows @ masked_view - row_sums * view_sum / count
+    flat = (row_spreads <= 1e-6 * count) | (view_spread <= 1e-6 * count)
+    correlations = covariances / np.sqrt(np.maximum(row_spreads * view_spread, 1e-12))
+    return np.where(flat, 0.0, correlations).astype(np.float32)
 
 
 def _standardise(rows: np.ndarray) -> np.ndarray:
@@ -187,7 +237,7 @@ def _standardise(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(norms, 1e-6)
 
 
-def crop_tolerant_correlation(wider: bytes, others: list[bytes], crops: bool = True) -> np.ndarray:
+def crop_tolerant_correlation(wider: bytes, others: list[bytes], crops: bool = True, aspect: float = 1.0) -> np.ndarray:
     """For each of `others`, the best Pearson correlation of its thumbnail with a crop or turn of `wider`'s.
 
     With `crops`, crops of 0 to 10% on each side of `wider` (resampled from its thumbnail, in steps of 2.5%)
@@ -195,14 +245,14 @@ def crop_tolerant_correlation(wider: bytes, others: list[bytes], crops: bool = T
     for each of `others`, the 81 around its best one in steps of 2.5% (correlation changes smoothly with the
     crop, and this tries 162 views of the 625 for the same result on the benchmark's copies). Without
     `crops`, only the whole picture (for a file of the same size, which a crop rarely is). Turns of 2.5 and
-    5 degrees either way are always tried. Correlation ignores brightness and contrast, and a small watermark
-    only lowers it a little. Flat thumbnails (one grey level) correlate with nothing.
+    5 degrees either way are always tried, as turns of the picture itself (`aspect`: `wider`'s width over its
+    height) and over the pixels they keep inside it. Correlation ignores brightness and contrast, and a small
+    watermark only lowers it a little. Flat thumbnails (one grey level) correlate with nothing.
     """
     thumbnail = signature_array(wider).reshape(SIGNATURE_SIDE, SIGNATURE_SIDE)
-    flat = thumbnail.ravel()
-    views = np.stack([flat] + [(flat[sources] * weights).sum(axis=0) for sources, weights in _TURNS])
-    candidates = _standardise(np.stack([signature_array(other) for other in others]))
-    best = (_standardise(views) @ candidates.T).max(axis=0)
+    raw = np.stack([signature_array(other) for other in others])
+    best = _whole_and_turned(thumbnail.ravel(), raw, aspect)
+    candidates = _standardise(raw)
     if crops:
         rows = np.matmul(_CROPS, thumbnail)  # every vertical crop: (25, 32, 32)
         coarse = _standardise(_crop_views(rows, _COARSE, _COARSE)) @ candidates.T  # (81, len(others))
@@ -243,18 +293,45 @@ def _corner_masks(rows: int = 4, columns: int = 8) -> np.ndarray:
 _CORNER_MASKS = _corner_masks()
 
 
-def corner_masked_correlation(first: bytes, others: list[bytes]) -> np.ndarray:
+def corner_masked_correlation(first: bytes, others: list[bytes], aspect: float = 1.0) -> np.ndarray:
     """For each of `others`, the best Pearson correlation of its thumbnail with `first`'s (whole, or turned
     as `crop_tolerant_correlation` turns it) leaving out one corner box: a watermark in a corner of a drawing
     on a plain background moves the whole-picture correlation a lot, and the rest of the picture not at all."""
     flat = signature_array(first)
-    views = np.stack([flat] + [(flat[sources] * weights).sum(axis=0) for sources, weights in _TURNS])
     candidates = np.stack([signature_array(other) for other in others])
     best = np.full(len(others), -1.0, dtype=np.float32)
     for mask in _CORNER_MASKS:
-        correlations = _standardise(views[:, mask]) @ _standardise(candidates[:, mask]).T
-        best = np.maximum(best, correlations.max(axis=0))
+        best = np.maximum(best, _whole_and_turned(flat, candidates, aspect, mask))
     return best
+
+
+LOCAL_EDIT_LEVEL = 2.5  # RMS grey levels the worst 4 x 4 cell of two thumbnails must differ by ...
+LOCAL_EDIT_SHARE = 5.0  # ... and how many times the whole thumbnail's RMS difference that must be
+
+
+def differs_locally(first: bytes, second: bytes) -> bool:
+    """Whether two thumbnails' difference sits in one place: a label, a logo or a date stamp put on a copy.
+    A re-encode or a conversion spreads its small differences over the whole picture (on the benchmark's
+    copies the worst 4 x 4 cell held at most 3.9 times the whole's RMS difference); a corner watermark put
+    5.7 to 7.8 times into one cell."""
+    difference = (signature_array(first) - signature_array(second)).reshape(SIGNATURE_SIDE, SIGNATURE_SIDE)
+    squares = difference * difference
+    cells = squares.reshape(SIGNATURE_SIDE // 4, 4, SIGNATURE_SIDE // 4, 4).mean(axis=(1, 3))
+    worst = float(np.sqrt(cells.max()))
+    whole = float(np.sqrt(squares.mean()))
+    return worst >= LOCAL_EDIT_LEVEL and worst >= LOCAL_EDIT_SHARE * whole
+
+
+CROP_GAIN = 0.02  # how much better a crop of the wider picture must line up than the whole, to call it a crop
+
+
+def looks_cropped(wider: bytes, other: bytes, aspect: float = 1.0) -> bool:
+    """Whether `other` lines up better with a crop of `wider` than with the whole of it: a crop that kept the
+    aspect ratio, not a resize. A resized copy gains at most 0.01 of correlation from any crop (benchmark
+    copies); a crop of 2-10% per side gains 0.05 or more, nearly always."""
+    whole = signature_array(wider)[None]
+    plain = float((_standardise(whole) @ _standardise(signature_array(other)[None]).T)[0, 0])
+    return float(crop_tolerant_correlation(wider, [other], True, aspect)[0]) - plain > CROP_GAIN
 
 
 # The IJG standard luminance quantization table (quality 50), in natural order; JPEG encoders scale it.
