@@ -188,14 +188,13 @@ def test_keeper_rules_in_order(change: dict, reason: str) -> None:
 
 def test_more_pixels_then_larger_file_win(stored) -> None:
     facts, vectors, ids = stored
-    big = dataclasses.replace(facts[ids["chelsea resized"] - 1], width=4000, height=3000)
+    original = facts[ids["chelsea"] - 1]
+    width, height = original.width * 8, original.height * 8  # type: ignore[operator]  # an enlargement: same shape
+    big = dataclasses.replace(facts[ids["chelsea resized"] - 1], width=width, height=height)
     changed = [big if item.id == big.id else item for item in facts]
     group = next(g for g in find_duplicates(changed, vectors, MODEL) if g.tier == "same-image")
     assert group.keep.id == ids["chelsea resized"]
-    assert (
-        group.reason
-        == f"more pixels (4000x3000 vs {facts[ids['chelsea'] - 1].width}x{facts[ids['chelsea'] - 1].height})"
-    )
+    assert group.reason == f"more pixels ({width}x{height} vs {original.width}x{original.height})"
 
 
 def test_a_reference_folder_beats_every_other_rule(stored, photo_folder) -> None:

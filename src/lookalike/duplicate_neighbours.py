@@ -7,9 +7,12 @@ neighbours it misses).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 DEFAULT_NEIGHBOURS = 32
+THUMBNAIL_NEIGHBOURS = 8  # per heavily compressed JPEG, found by its pixels (`thumbnail_neighbours`)
 EXACT_SEARCH_UP_TO = 10_000
 _SEARCH_BATCH = 4096
 _PROJECTED_DIM = 256
@@ -75,10 +78,58 @@ def _exact_similarities(vectors: np.ndarray, sims: np.ndarray, found: np.ndarray
         found[rows] = np.take_along_axis(found[rows], order, axis=1)
 
 
+def thumbnail_neighbours(
+    queries: np.ndarray, positions: np.ndarray, signatures: Sequence[bytes | None], vectors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, neighbour, embedding cosine) of each query position's nearest among `positions` by its pixels:
+    the Pearson correlation of 8 x 8 grey thumbnails (exact search, 64 dimensions).
+
+    A JPEG compressed hard enough to show its blocks moves far from its original in embedding (a photo's
+    cosine fell to 0.26 on the benchmark), so the embedding k-NN can miss the pair; its thumbnail keeps the
+    tones and layout. Only such files are queried, so this costs a fraction of the main search.
+    """
+    import faiss
+
+    signed = np.asarray([p for p in positions.tolist() if signatures[p] is not None], dtype=np.int64)
+    asked = np.asarray([p for p in queries.tolist() if signatures[p] is not None], dtype=np.int64)
+    if len(asked) == 0 or len(signed) < 2:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.float32)
+    index = faiss.IndexFlatIP(_THUMBNAIL_SIDE * _THUMBNAIL_SIDE)
+    for start in range(0, len(signed), _SEARCH_BATCH):
+        index.add(_small_thumbnails([signatures[p] for p in signed[start : start + _SEARCH_BATCH]]))
+    k = min(THUMBNAIL_NEIGHBOURS + 1, len(signed))
+    _, rows = index.search(_small_thumbnails([signatures[p] for p in asked]), k)
+    sources = np.repeat(asked, k)
+    targets = np.where(rows >= 0, signed[np.maximum(rows, 0)], -1).ravel()
+    keep = (targets >= 0) & (targets != sources)
+    sources, targets = sources[keep], targets[keep]
+    return sources, targets, np.einsum("nd,nd->n", vectors[sources], vectors[targets]).astype(np.float32)
+
+
+_THUMBNAIL_SIDE = 8
+
+
+def _small_thumbnails(signatures: Sequence[bytes | None]) -> np.ndarray:
+    """8 x 8 grey thumbnails (block means of the 32 x 32 ones), standardised: inner product = correlation."""
+    from .signatures import SIGNATURE_SIDE, signature_array
+
+    factor = SIGNATURE_SIDE // _THUMBNAIL_SIDE
+    grey = np.stack([signature_array(signature) for signature in signatures if signature is not None])
+    small = grey.reshape(-1, _THUMBNAIL_SIDE, factor, _THUMBNAIL_SIDE, factor).mean(axis=(2, 4)).reshape(len(grey), -1)
+    small -= small.mean(axis=1, keepdims=True)
+    small /= np.maximum(np.linalg.norm(small, axis=1, keepdims=True), 1e-6)
+    return np.ascontiguousarray(small, dtype=np.float32)
+
+
 def neighbour_lists(
-    positions: np.ndarray, sims: np.ndarray, found: np.ndarray
+    positions: np.ndarray,
+    sims: np.ndarray,
+    found: np.ndarray,
+    extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Each position's neighbour list joined with the lists it appears in, best first.
+    """Each position's neighbour list joined with the lists it appears in, best first; `extra` adds
+    (source, target, similarity) pairs found otherwise (`thumbnail_neighbours`).
 
     k-NN is not symmetric: among a crowd of similar drawings, a copy can be in nobody's top k but have its
     original in its own. Grouping looks at a leader's list, so the leader must see who lists it too.
@@ -86,6 +137,10 @@ def neighbour_lists(
     count, k = found.shape
     sources = np.repeat(positions, k)
     targets, weights = found.ravel(), sims.ravel()
+    if extra is not None:
+        sources = np.concatenate([sources, extra[0]])
+        targets = np.concatenate([targets, extra[1]])
+        weights = np.concatenate([weights, extra[2]])
     keep = (targets >= 0) & (targets != sources)
     sources, targets, weights = sources[keep], targets[keep], weights[keep]
     edges_from = np.concatenate([sources, targets])

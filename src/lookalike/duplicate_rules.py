@@ -67,6 +67,10 @@ class TierThresholds:
     near_pixel_cosine: float  # ... and so is one at least this close whose thumbnail, cropped or turned a
     near_correlation: float  # little, correlates with the keeper's at least this much (signatures.py)
     near_cosine_unsigned: float  # cosine alone, when a file has no signature stored (set by hand)
+    # A heavily compressed JPEG's blocks move its embedding far (photos at quality 8-20: cosine down to 0.26)
+    # while its thumbnail keeps its tones, so such a pair needs little cosine but thumbnails this close.
+    heavy_jpeg_cosine: float
+    heavy_jpeg_signature: float
 
     def with_override(self, tier: str, threshold: float | None) -> TierThresholds:
         """These limits with the cosine floor of `tier` replaced by `threshold` (the CLI's --threshold)."""
@@ -81,6 +85,10 @@ class TierThresholds:
         if tier == "same-image":
             return min(self.same_image_cosine, self.resized_cosine, self.same_image_cosine_unsigned)
         return min(self.near_cosine, self.near_pixel_cosine, self.near_cosine_unsigned)
+
+    def heavy_jpeg_floor(self, tier: str) -> float:
+        """The lowest cosine that can link a heavily compressed JPEG to another file at `tier`."""
+        return min(self.floor(tier), self.heavy_jpeg_cosine) if tier == "near" else self.floor(tier)
 
     def same_image(self, cosine: float, first: ImageFacts, second: ImageFacts) -> bool:
         """Whether two files with embedding cosine `cosine` show the same picture."""
@@ -98,6 +106,8 @@ class TierThresholds:
                 and coarse_distance(first.signature, second.signature) <= self.resized_coarse_signature
                 and not looks_cropped(wider.signature, other.signature, _aspect(wider))  # type: ignore[arg-type]
             )
+        if _sizes_known(first, second) and not _same_size(first, second):
+            return False  # another size and another shape: cut, not re-encoded or resized
         return (
             cosine >= self.same_image_cosine
             and _distance(first, second) <= self.same_image_signature
@@ -113,7 +123,7 @@ class TierThresholds:
         for i, (item, cosine) in enumerate(candidates):
             if keeper.signature is None or item.signature is None:
                 closeness[i] = cosine if cosine >= self.near_cosine_unsigned else None
-            elif cosine >= self.near_pixel_cosine and not colours_differ(keeper.signature, item.signature):
+            elif self._may_be_near(keeper, item, cosine):
                 compared.append(i)
         if compared:
             found = self._pixel_correlations(keeper, [candidates[i][0] for i in compared])
@@ -121,6 +131,19 @@ class TierThresholds:
                 if correlation >= self.near_correlation or candidates[i][1] >= self.near_cosine:
                     closeness[i] = correlation
         return closeness
+
+    def _may_be_near(self, keeper: ImageFacts, item: ImageFacts, cosine: float) -> bool:
+        """Whether a signed pair is close enough in embedding (or, for a heavy JPEG, in tones) to compare
+        their pixels, and not told apart by colour."""
+        if cosine >= self.near_pixel_cosine:
+            close = True
+        else:
+            close = (
+                cosine >= self.heavy_jpeg_cosine
+                and _heavier_jpeg(keeper, item)
+                and _distance(keeper, item) <= self.heavy_jpeg_signature
+            )
+        return close and not colours_differ(keeper.signature, item.signature)  # type: ignore[arg-type]
 
     def _pixel_correlations(self, keeper: ImageFacts, items: Sequence[ImageFacts]) -> np.ndarray:
         """The best thumbnail correlation of each item with the keeper: whole or turned first; then, for those
@@ -157,6 +180,8 @@ THRESHOLDS: dict[str, TierThresholds] = {
         near_pixel_cosine=0.50,
         near_correlation=0.88,
         near_cosine_unsigned=0.90,
+        heavy_jpeg_cosine=0.20,
+        heavy_jpeg_signature=4.0,
     ),
     # Set by hand, not measured: the model-free colour layout only exercises pipelines (tests, demos), and a
     # colour layout is close for any two pictures of one palette, so only very close ones are linked.
@@ -171,6 +196,8 @@ THRESHOLDS: dict[str, TierThresholds] = {
         near_pixel_cosine=0.97,
         near_correlation=0.90,
         near_cosine_unsigned=0.98,
+        heavy_jpeg_cosine=0.97,
+        heavy_jpeg_signature=4.0,
     ),
 }
 
@@ -192,10 +219,19 @@ def pixel_closeness(first: ImageFacts, second: ImageFacts, cosine: float) -> flo
     return -signature_distance(first.signature, second.signature)
 
 
+def heavy_jpeg(image: ImageFacts) -> bool:
+    """Whether a file is a JPEG saved at a quality low enough for a heavy re-compression."""
+    return image.jpeg_quality is not None and image.jpeg_quality < HEAVY_JPEG_QUALITY
+
+
 def _heavier_jpeg(first: ImageFacts, second: ImageFacts) -> bool:
     """Whether one file is a much more compressed JPEG than the other (a file that is not a JPEG counts as 100)."""
     low, high = sorted((first.jpeg_quality or 100, second.jpeg_quality or 100))
     return low < HEAVY_JPEG_QUALITY and high - low >= HEAVY_JPEG_GAP
+
+
+def _sizes_known(first: ImageFacts, second: ImageFacts) -> bool:
+    return bool(first.width and first.height and second.width and second.height)
 
 
 def _same_size(first: ImageFacts, second: ImageFacts) -> bool:

@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .duplicate_neighbours import DEFAULT_NEIGHBOURS, nearest_neighbours, neighbour_lists
+from .duplicate_neighbours import DEFAULT_NEIGHBOURS, nearest_neighbours, neighbour_lists, thumbnail_neighbours
 from .duplicate_rules import (
     TIERS,
     Decisions,
     ImageFacts,
     TierThresholds,
+    heavy_jpeg,
     keeper_order,
     keeper_reason,
     pixel_closeness,
@@ -142,8 +143,12 @@ def find_duplicates(
         searched = vectors if len(distinct) == len(vectors) else vectors[distinct]
         sims, found = nearest_neighbours(searched, min(neighbours, len(distinct) - 1))
         found = np.where(found >= 0, distinct[np.maximum(found, 0)], -1)
-        lists = neighbour_lists(distinct, sims, found)
-        context = _Context(facts, rank, decisions, limits, linkage)
+        heavy = np.asarray([heavy_jpeg(item) for item in facts], dtype=bool)
+        extra = None
+        if tier == "near" and heavy[distinct].any():
+            extra = thumbnail_neighbours(distinct[heavy[distinct]], distinct, [f.signature for f in facts], vectors)
+        lists = neighbour_lists(distinct, sims, found, extra)
+        context = _Context(facts, rank, decisions, limits, linkage, heavy)
         for stage in TIERS[1 : TIERS.index(tier) + 1]:
             stage_groups, leaders = context.group(stage, leaders, lists)
             groups += stage_groups
@@ -183,6 +188,7 @@ class _Context:
     decisions: Decisions
     limits: TierThresholds
     linkage: str
+    heavy: np.ndarray  # by position: a heavily compressed JPEG (duplicate_rules.heavy_jpeg)
 
     def group(
         self, stage: str, leaders: list[int], neighbours: dict[int, tuple[np.ndarray, np.ndarray]]
@@ -203,6 +209,9 @@ class _Context:
         """`leader`'s neighbours (still in `allowed`) close enough in embedding to be linked at `stage`."""
         sims, found = neighbours
         close = sims >= self.limits.floor(stage)  # most neighbours fail here, before any Python-level check
+        heavy_floor = self.limits.heavy_jpeg_floor(stage)
+        if heavy_floor < self.limits.floor(stage):  # a heavy JPEG on either side may be linked from lower
+            close |= (sims >= heavy_floor) & (self.heavy[leader] | self.heavy[found])
         return [
             (q, s)
             for s, q in zip(sims[close].tolist(), found[close].tolist())
