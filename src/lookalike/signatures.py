@@ -21,7 +21,6 @@ are still read: they are compared on grey alone.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -164,23 +163,11 @@ _CROPS_T = np.ascontiguousarray(_CROPS.transpose(0, 2, 1))
 TURN_DEGREES = (-5.0, -3.75, -2.5, -1.25, 1.25, 2.5, 3.75, 5.0)
 
 
-@dataclass(frozen=True)
-class _Turn:
-    """Bilinear sampling of a thumbnail turned about its centre, and which of its pixels come from inside the
-    picture: a turned copy's corners show whatever fill the turn used (white, black, blurred), so they are left
-    out of the comparison."""
-
-    sources: np.ndarray  # (4, side*side) source pixel of each corner of the bilinear sample
-    weights: np.ndarray  # (4, side*side)
-    inside: np.ndarray  # (side*side,) booleans
-
-    def of(self, flat: np.ndarray) -> np.ndarray:
-        return (flat[self.sources] * self.weights).sum(axis=0)
-
-
-def _turn_sampling(degrees: float, aspect: float = 1.0, side: int = SIGNATURE_SIDE) -> _Turn:
-    """The turn of a picture `aspect` times as wide as high, as seen in its square thumbnail: there the picture
-    is squeezed to a square, so a turn of a wide photo is a turn with a shear, not a plain turn."""
+def _turn_sampling(degrees: float, aspect: float = 1.0, side: int = SIGNATURE_SIDE) -> tuple[np.ndarray, ...]:
+    """Bilinear sampling of a thumbnail turned about its centre: (4, side*side) source pixels and weights, and
+    which pixels come from inside the picture (a turned copy's corners show whatever fill the turn used, so
+    they are left out). The turn is of a picture `aspect` times as wide as high, as seen in its square
+    thumbnail: there the picture is squeezed to a square, so a turn of a wide photo is a turn with a shear."""
     angle = np.deg2rad(degrees)
     ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
     centre = (side - 1) / 2
@@ -193,43 +180,48 @@ def _turn_sampling(degrees: float, aspect: float = 1.0, side: int = SIGNATURE_SI
     x1, y1 = np.minimum(x0 + 1, side - 1), np.minimum(y0 + 1, side - 1)
     fx, fy = sx - x0, sy - y0
     sources = np.stack([y0 * side + x0, y0 * side + x1, y1 * side + x0, y1 * side + x1])
-    weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy]).astype(np.float32)
-    return _Turn(sources, weights, inside)
+    weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
+    return sources, weights, inside
 
 
 @functools.lru_cache(maxsize=256)
-def _turns(aspect: float) -> list[_Turn]:
-    return [_turn_sampling(degrees, aspect) for degrees in TURN_DEGREES]
+def _turns(aspect: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The whole picture and each of `TURN_DEGREES`, stacked: sources and weights (views, 4, pixels), and
+    inside (views, pixels)."""
+    pixels = SIGNATURE_SIDE * SIGNATURE_SIDE
+    whole = (
+        np.tile(np.arange(pixels), (4, 1)),
+        np.vstack([np.ones(pixels), np.zeros((3, pixels))]),
+        np.ones(pixels, dtype=bool),
+    )
+    samplings = [whole] + [_turn_sampling(degrees, aspect) for degrees in TURN_DEGREES]
+    return tuple(np.stack(parts) for parts in zip(*samplings))  # type: ignore[return-value]
 
 
-def _whole_and_turned(
-    flat: np.ndarray, candidates: np.ndarray, aspect: float, keep: np.ndarray | None = None
-) -> np.ndarray:
+def _whole_and_turned(flat: np.ndarray, candidates: np.ndarray, aspect: float, keeps: np.ndarray) -> np.ndarray:
     """The best Pearson correlation of each candidate thumbnail (rows of `candidates`) with `flat` (of a
     picture `aspect` times as wide as high), whole or turned (each turn over its inside pixels only), over
-    the pixels `keep` marks (all when None)."""
-    keep = np.ones(flat.size, dtype=bool) if keep is None else keep
+    the pixels of one of the masks `keeps` (masks, pixels)."""
+    sources, weights, inside = _turns(round(min(max(aspect, 0.25), 4.0), 2))  # rounded: a few samplings serve all
+    views = (flat.astype(np.float64)[sources] * weights).sum(axis=1)  # (views, pixels)
+    masks = (inside[None] & keeps[:, None]).reshape(-1, flat.size).astype(np.float64)  # (masks x views, pixels)
+    return _masked_correlations(np.tile(views, (len(keeps), 1)), masks, candidates).max(axis=1)
+
+
+def _masked_correlations(views: np.ndarray, masks: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(candidates, views) Pearson correlations of each candidate with each view over that view's mask (0/1
+    weights), from masked sums: three matrix products with the candidates for all views at once, instead of
+    a standardised copy of the candidates per mask. 0 where either side is flat."""
     rows = candidates.astype(np.float64)
-    squares = rows * rows
-    best = _masked_correlations(flat, rows, squares, keep)
-    for turn in _turns(round(min(max(aspect, 0.25), 4.0), 2)):  # rounded: a handful of samplings serve all
-        best = np.maximum(best, _masked_correlations(turn.of(flat), rows, squares, keep & turn.inside))
-    return best
-
-
-def _masked_correlations(view: np.ndarray, rows: np.ndarray, squares: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Pearson correlation of `view` with each row over the pixels of `mask`, from masked sums (three products
-    with the rows instead of a standardised copy of them per mask); 0 where either side is flat."""
-    weight = mask.astype(np.float64)
-    count = float(weight.sum())
-    masked_view = weight * view
-    view_sum = float(masked_view.sum())
-    view_spread = float(masked_view @ view) - view_sum * view_sum / count
-    row_sums = rows @ weight
-    row_spreads = squares @ weight - row_sums * row_sums / count
-    covariances = rows @ masked_view - row_sums * view_sum / count
-    flat = (row_spreads <= 1e-6 * count) | (view_spread <= 1e-6 * count)
-    correlations = covariances / np.sqrt(np.maximum(row_spreads * view_spread, 1e-12))
+    counts = masks.sum(axis=1)
+    masked_views = masks * views
+    view_sums = masked_views.sum(axis=1)
+    view_spreads = (masked_views * views).sum(axis=1) - view_sums * view_sums / counts
+    row_sums = rows @ masks.T
+    row_spreads = (rows * rows) @ masks.T - row_sums * row_sums / counts
+    covariances = rows @ masked_views.T - row_sums * view_sums / counts
+    flat = (row_spreads <= 1e-6 * counts) | (view_spreads <= 1e-6 * counts)
+    correlations = covariances / np.sqrt(np.maximum(row_spreads * view_spreads, 1e-12))
     return np.where(flat, 0.0, correlations).astype(np.float32)
 
 
@@ -254,7 +246,7 @@ def crop_tolerant_correlation(wider: bytes, others: list[bytes], crops: bool = T
     """
     thumbnail = signature_array(wider).reshape(SIGNATURE_SIDE, SIGNATURE_SIDE)
     raw = np.stack([signature_array(other) for other in others])
-    best = _whole_and_turned(thumbnail.ravel(), raw, aspect)
+    best = _whole_and_turned(thumbnail.ravel(), raw, aspect, np.ones((1, THUMBNAIL_BYTES), dtype=bool))
     candidates = _standardise(raw)
     if crops:
         rows = np.matmul(_CROPS, thumbnail)  # every vertical crop: (25, 32, 32)
@@ -300,12 +292,8 @@ def corner_masked_correlation(first: bytes, others: list[bytes], aspect: float =
     """For each of `others`, the best Pearson correlation of its thumbnail with `first`'s (whole, or turned
     as `crop_tolerant_correlation` turns it) leaving out one corner box: a watermark in a corner of a drawing
     on a plain background moves the whole-picture correlation a lot, and the rest of the picture not at all."""
-    flat = signature_array(first)
     candidates = np.stack([signature_array(other) for other in others])
-    best = np.full(len(others), -1.0, dtype=np.float32)
-    for mask in _CORNER_MASKS:
-        best = np.maximum(best, _whole_and_turned(flat, candidates, aspect, mask))
-    return best
+    return _whole_and_turned(signature_array(first), candidates, aspect, _CORNER_MASKS)
 
 
 LOCAL_EDIT_LEVEL = 2.5  # RMS grey levels the worst 4 x 4 cell of two thumbnails must differ by ...
