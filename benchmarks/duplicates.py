@@ -259,10 +259,13 @@ def scale_one(work: Path, count: int, quick: bool) -> dict:
     data = prepare(work, quick)
     vectors = synthetic(data["vectors"], count)
     signatures = data["signatures"]
-    dims = data["dims"]  # the real files' sizes, so that pairs of other sizes take the 625-crop comparison
+    dims = data["dims"]  # the real files' sizes, so that pairs of other sizes take the crop comparison
+    # ... and their JPEG qualities, so that heavily compressed ones take the thumbnail search
+    qualities = [estimate_jpeg_quality(Path(path).read_bytes()) for path in data["path"]]
     facts = [
         ImageFacts(i, f"/photos/{i:07}.jpg", 100_000 + i, f"{i:032x}", int(dims[i % len(dims)][0]),
-                   int(dims[i % len(dims)][1]), i, signatures[i % len(signatures)].tobytes())
+                   int(dims[i % len(dims)][1]), i, signatures[i % len(signatures)].tobytes(),
+                   jpeg_quality=qualities[i % len(qualities)])
         for i in range(count)
     ]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

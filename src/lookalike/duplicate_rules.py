@@ -25,6 +25,7 @@ from .signatures import (
 
 TIERS = ("identical", "same-image", "near")
 RESIZED_ASPECT_TOLERANCE = 0.02  # two sizes whose aspect ratios differ by less are taken as a resize
+SMALL_SIDE = 48  # pixels: a file this small on a side holds less detail than its 32 x 32 thumbnail shows
 HEAVY_JPEG_QUALITY = 40  # a JPEG saved below this quality ...
 HEAVY_JPEG_GAP = 20  # ... and this far below its counterpart is a heavy re-compression: near, not same-image
 
@@ -62,6 +63,10 @@ class TierThresholds:
     resized_cosine: float  # the same, when one file is a resize of the other (same aspect, other size)
     resized_signature: float
     resized_coarse_signature: float  # ... and of the thumbnails shrunk to 16 x 16 (signatures.coarse_distance)
+    # The same two when either file is at most SMALL_SIDE pixels on a side: the thumbnail holds more detail than
+    # such a file, and a resize of a small drawing fades its thin lines.
+    small_resized_signature: float
+    small_resized_coarse_signature: float
     same_image_cosine_unsigned: float  # cosine alone, when a file has no signature stored (set by hand)
     near_cosine: float  # an embedding this close is a near duplicate on its own ...
     near_pixel_cosine: float  # ... and so is one at least this close whose thumbnail, cropped or turned a
@@ -100,10 +105,12 @@ class TierThresholds:
             return False
         if _resized(first, second):
             wider, other = (first, second) if first.pixels >= second.pixels else (second, first)
+            small = min(other.width or 0, other.height or 0) <= SMALL_SIDE
             return (
                 cosine >= self.resized_cosine
-                and _distance(first, second) <= self.resized_signature
-                and coarse_distance(first.signature, second.signature) <= self.resized_coarse_signature
+                and _distance(first, second) <= (self.small_resized_signature if small else self.resized_signature)
+                and coarse_distance(first.signature, second.signature)
+                <= (self.small_resized_coarse_signature if small else self.resized_coarse_signature)
                 and not looks_cropped(wider.signature, other.signature, _aspect(wider))  # type: ignore[arg-type]
             )
         if _sizes_known(first, second) and not _same_size(first, second):
@@ -175,6 +182,8 @@ THRESHOLDS: dict[str, TierThresholds] = {
         resized_cosine=0.60,
         resized_signature=8.0,
         resized_coarse_signature=4.0,
+        small_resized_signature=16.0,
+        small_resized_coarse_signature=8.5,
         same_image_cosine_unsigned=0.97,
         near_cosine=0.98,
         near_pixel_cosine=0.50,
@@ -191,6 +200,8 @@ THRESHOLDS: dict[str, TierThresholds] = {
         resized_cosine=0.99,
         resized_signature=8.0,
         resized_coarse_signature=4.0,
+        small_resized_signature=8.0,
+        small_resized_coarse_signature=4.0,
         same_image_cosine_unsigned=0.995,
         near_cosine=0.999,
         near_pixel_cosine=0.97,
