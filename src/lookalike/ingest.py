@@ -26,12 +26,12 @@ from .catalog_duplicates import StoredSignature
 from .decode_pool import DEFAULT_DECODE, DecodedFile, check_mode, decode_files
 from .decode_pool import header_facts as header_facts  # re-exported: part of the map step's public pieces
 from .embedders import Embedder
+from .embedding_shards import remove_file, write_shard
 from .errors import ImageDecodeError
 from .files import FileEntry, scan_images
 from .images import DecodedImage, default_max_megapixels
 from .map_step import MappedImage as MappedImage  # the map step's pieces, re-exported where they used to live
-from .map_step import MappedRow as MappedRow
-from .map_step import MappedShard
+from .map_step import MappedRow, MappedShard
 from .map_step import map_files as map_files
 from .scan_queue import ScanQueue
 from .torch_pipeline import Pending
@@ -211,33 +211,53 @@ class Ingester:
         """Commit results of the map step run elsewhere, as a local run commits its own, in one transaction.
 
         Skipped files are recorded with their reason; moved, copied or touched files keep or reuse the stored
-        embedding (the one computed elsewhere is dropped); the others are added.
+        embedding (the one computed elsewhere is dropped); the others are added. The shard's embeddings are
+        written as one file beside the catalog before the transaction, which records where each added image's
+        vector lives in it (embedding_shards.py): a crash in between leaves only a file nothing refers to.
         """
         # Only a file whose content is indexed already can be a move or a copy: one query finds them for the shard.
         # (A shard's own new files are added at its end, so none of them is indexed while the shard is gone through.)
         known = self.catalog.indexed_hashes(row.content_hash for row in shard.rows if row.error is None)
-        fresh: list[NewImage] = []
-        vectors = iter(shard.vectors)
+        file = write_shard(self.catalog.path.parent, shard.vectors) if len(shard.vectors) else None
+        fresh: list[tuple[int, MappedRow]] = []  # (row of the shard file, facts)
+        number = 0
         with self.catalog.transaction():
             for row in shard.rows:
                 if row.error is not None:
                     self._skip(FileEntry(row.path, row.size, row.mtime_ns), row.error)
                     continue
-                vector, signature = next(vectors), row.stored_signature()
+                number += 1
                 if row.content_hash in known and self._reuse_stored(
                     FileEntry(row.path, row.size, row.mtime_ns),
                     row.content_hash,
                     (row.width, row.height),
-                    partial(_given, signature),
+                    partial(_given, row.stored_signature()),
                 ):
                     continue
-                fresh.append(
-                    NewImage(
-                        row.path, row.size, row.mtime_ns, row.content_hash, row.width, row.height, vector, signature
-                    )
-                )
-            self.catalog.add_indexed(fresh)
+                fresh.append((number - 1, row))
+            if fresh and file is not None:
+                self.catalog.add_indexed(self._located(fresh, shard.vectors, file))
+        if file is not None and not fresh:  # every file was a skip, move or copy: the file holds nothing needed
+            remove_file(self.catalog.path.parent, file)
         self.report.embedded += len(fresh)
+
+    def _located(self, fresh: list[tuple[int, MappedRow]], vectors: np.ndarray, file: str) -> list[NewImage]:
+        """The new images of a shard, each pointing at its row of the shard file just registered."""
+        shard_id = self.catalog.register_shard(file, len(vectors), vectors.shape[1])
+        return [
+            NewImage(
+                row.path,
+                row.size,
+                row.mtime_ns,
+                row.content_hash,
+                row.width,
+                row.height,
+                vectors[number],
+                row.stored_signature(),
+                (shard_id, number),
+            )
+            for number, row in fresh
+        ]
 
     def _reuse_stored(
         self,
