@@ -134,7 +134,9 @@ def test_a_catalog_holds_vectors_in_the_table_and_in_files_at_once(ray_folder: P
         assert np.array_equal(got[0], catalog.embedding(both[0]))
 
 
-def test_a_driver_killed_before_its_commit_leaves_a_harmless_file_that_a_repair_removes(ray_folder: Path) -> None:
+def test_a_driver_killed_before_its_commit_leaves_a_harmless_file_that_the_next_update_removes(
+    ray_folder: Path, photos: Path
+) -> None:
     with closing(Catalog.open(ray_folder)) as catalog:
         before = everything_read(catalog)
     # What a driver killed (kill -9) between writing a shard's file and committing its rows leaves behind.
@@ -144,10 +146,11 @@ def test_a_driver_killed_before_its_commit_leaves_a_harmless_file_that_a_repair_
     mine.write_bytes(b"mine")
     with closing(Catalog.open(ray_folder)) as catalog:
         assert everything_read(catalog) == before
-    report = check_collection(ray_folder)
-    finding = next(f for f in report.findings if f.part == "embedding shards")
+    finding = next(f for f in check_collection(ray_folder).findings if f.part == "embedding shards")
     assert not finding.healthy and finding.detail.startswith("2 files no image refers to")
-    assert check_collection(ray_folder, repair=True).healthy and check_collection(ray_folder).healthy
+    with Collection.open(ray_folder) as collection:
+        assert collection.add_folder(photos).embedded == 0  # an update: nothing new, the leftovers removed
+    assert check_collection(ray_folder).healthy
     assert not (ray_folder / SHARD_FOLDER / orphan).exists() and len(shard_files(ray_folder)) == 3
     assert mine.read_bytes() == b"mine"
 
@@ -187,6 +190,7 @@ def test_a_missing_or_damaged_shard_file_is_one_clear_error_and_a_repair_embeds_
     assert victim.name in searched.stderr and "repair the collection" in searched.stderr
     found = json.loads(lookalike("check", "--index", str(ray_folder), "--json").stdout)
     assert [f["part"] for f in found["findings"] if not f["healthy"]] == ["embeddings"]
+    assert f"shard files missing or damaged: {victim.name}" in found["findings"][1]["detail"]
     assert lookalike("check", "--index", str(ray_folder), "--repair").returncode == 0
     assert check_collection(ray_folder).healthy
     report = index_as_ray_does(ray_folder, photos)
@@ -229,6 +233,9 @@ def test_removing_or_re_embedding_an_image_drops_its_reference_and_an_empty_file
         assert len(catalog.unreferenced_shard_files()) == 1
     assert check_collection(ray_folder, repair=True).healthy
     assert len(shard_files(ray_folder)) == 2
+    with closing(Catalog.open(ray_folder)) as catalog:
+        assert catalog.unreferenced_shard_files() == []  # the file and its registration both gone
+        assert catalog.count_embeddings() == len(ids) - 3
 
 
 def test_a_catalog_of_schema_3_keeps_its_vectors_and_gets_the_shard_tables(local_folder: Path) -> None:

@@ -175,18 +175,43 @@ class EmbeddingTables:
         return readable, unreadable
 
     def unreferenced_shard_files(self) -> list[str]:
-        """Shard files no image's vector lives in (a crashed commit's, or every row removed), and scratch files of
-        interrupted shard writes. Only a writer holding the folder's lock may remove them (`remove_shard_files`)."""
+        """Shard files no image's vector lives in (a crashed commit's, or every row removed, on disk or only
+        registered), and scratch files of interrupted shard writes. Reads every image's place: for a repair.
+        Only a writer holding the folder's lock may remove them (`remove_shard_files`)."""
         referenced = {
             row[0]
             for row in self.connection.execute(
                 "SELECT name FROM embedding_shards WHERE id IN (SELECT DISTINCT shard FROM embedding_locations)"
             )
         }
-        return [name for name in self.shard_files.names_on_disk() if name not in referenced]
+        registered = [row[0] for row in self.connection.execute("SELECT name FROM embedding_shards")]
+        return sorted({*self.shard_files.names_on_disk(), *registered} - referenced)
+
+    def unregistered_shard_files(self) -> list[str]:
+        """Files in the shard folder the catalog does not list: a driver killed between writing a shard's file and
+        committing it, and scratch files of interrupted writes. Cheap (the images' rows are not read), so every
+        update removes them, holding the folder's lock (`remove_shard_files`)."""
+        registered = {row[0] for row in self.connection.execute("SELECT name FROM embedding_shards")}
+        return [name for name in self.shard_files.names_on_disk() if name not in registered]
+
+    def unreadable_shard_files(self) -> list[str]:
+        """Names of the shard files images refer to that are missing or damaged."""
+        query = (
+            "SELECT name, row_count, dim FROM embedding_shards"
+            " WHERE id IN (SELECT DISTINCT shard FROM embedding_locations) ORDER BY name"
+        )
+        unreadable = []
+        for name, rows, dim in self.connection.execute(query).fetchall():
+            try:
+                self.shard_files.array(name, rows, dim)
+            except CorruptCatalogError:
+                unreadable.append(name)
+        return unreadable
 
     def remove_shard_files(self, names: list[str]) -> None:
-        """Forget and delete shard files that `unreferenced_shard_files` listed (the caller holds the lock)."""
+        """Forget and delete shard files no image refers to, as listed above (the caller holds the lock)."""
+        if not names:
+            return
         with self.transaction():
             self.connection.executemany("DELETE FROM embedding_shards WHERE name = ?", [(name,) for name in names])
         for name in names:

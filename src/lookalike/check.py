@@ -115,6 +115,9 @@ def _check_embeddings(catalog: Catalog, repair: bool) -> Finding:
     detail = f"{len(damaged)} of {total} stored embeddings are damaged (ids {', '.join(map(str, damaged[:5]))}" + (
         ", ...)" if len(damaged) > 5 else ")"
     )
+    unreadable = catalog.unreadable_shard_files()
+    if unreadable:
+        detail += f"; shard files missing or damaged: {', '.join(unreadable)}"
     if repair:
         catalog.queue_for_reembedding(damaged, REEMBED_REASON)
         detail += "; dropped, to be embedded again by the next index run"
@@ -160,7 +163,8 @@ def _check_shard_files(catalog: Catalog, repair: bool) -> Finding:
     unreferenced = catalog.unreferenced_shard_files()
     if not unreferenced:
         return Finding("embedding shards", True, f"{catalog.shard_files.bytes_on_disk()[0]} files, all in use")
-    size = sum((catalog.shard_files.folder / name).stat().st_size for name in unreferenced)
+    on_disk = [catalog.shard_files.folder / name for name in unreferenced]
+    size = sum(path.stat().st_size for path in on_disk if path.is_file())
     detail = f"{len(unreferenced)} files no image refers to ({size} bytes)"
     if repair:
         catalog.remove_shard_files(unreferenced)
