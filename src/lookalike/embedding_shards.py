@@ -8,8 +8,9 @@ a Ray cluster").
 Order of writes, so no work is lost and nothing half-written is ever read: the file is written to a scratch name,
 fsynced, renamed into `embedding-shards/` and the folder fsynced (`storage.atomic_write_with`) before the
 transaction that registers it and commits its rows. A process killed between the two leaves a file no row refers
-to: harmless, and removed by a repair (`unreferenced_files`). A file, once renamed in place, is never written
-again, so readers may keep it memory-mapped.
+to: harmless, never read, and removed by the next update of the collection or a repair
+(`Catalog.unregistered_shard_files`). A file, once renamed in place, is never written again, so readers may keep
+it memory-mapped.
 
 Rows whose image was removed or re-embedded stay in their file, unreferenced, until every row of the file is; the
 whole file is then removed by a repair. Compacting files that are partly garbage is not done yet.
