@@ -104,6 +104,14 @@ def test_vectors_a_ray_commit_writes_to_shard_files_read_back_as_the_table_gives
         assert [r.path for r in ray.skipped_images()] == [r.path for r in local.skipped_images()]
 
 
+def test_readers_keep_only_so_many_files_mapped_and_read_the_same(ray_folder: Path) -> None:
+    with closing(Catalog.open(ray_folder)) as catalog:
+        every_file_mapped = everything_read(catalog)
+    with closing(Catalog.open(ray_folder)) as catalog:
+        catalog.shard_files.MAPPED_AT_ONCE = 1  # 100M images make more files than a process may map
+        assert everything_read(catalog) == every_file_mapped
+
+
 def test_search_reindex_and_duplicates_read_vectors_from_shard_files(ray_folder: Path, local_folder: Path) -> None:
     with Collection.open(ray_folder) as ray, Collection.open(local_folder) as local:
         for collection in (ray, local):

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -88,26 +90,44 @@ def damaged_file_error(path: Path, reason: str) -> CorruptCatalogError:
 
 
 class ShardFiles:
-    """The shard files of one collection, each memory-mapped once and kept (files never change once in place)."""
+    """The shard files of one collection, memory-mapped on first use and kept (files never change once in place).
+
+    At most MAPPED_AT_ONCE stay mapped, the least recently used let go first: a process may map only so many
+    regions (65,530 by default on Linux), and 100M images make about 100,000 files of 1,024 rows.
+    """
+
+    MAPPED_AT_ONCE = 256
 
     def __init__(self, collection: Path) -> None:
         self.folder = shard_folder(collection)
-        self._mapped: dict[str, np.ndarray] = {}
+        self._mapped: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # a served collection's readers share it
 
     def array(self, name: str, rows: int, dim: int) -> np.ndarray:
         """The (rows, dim) float32 array in file `name`, memory-mapped; CorruptCatalogError if it is not that."""
-        mapped = self._mapped.get(name)
-        if mapped is None:
-            path = self.folder / name
-            if not path.is_file():
-                raise damaged_file_error(path, "missing")
-            try:
-                mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as error:
-                raise damaged_file_error(path, f"damaged ({error})") from None
-            if mapped.dtype != np.float32 or mapped.shape != (rows, dim):
-                raise damaged_file_error(path, f"damaged (it holds {mapped.dtype} {mapped.shape}, not {rows} x {dim})")
+        with self._lock:
+            mapped = self._mapped.get(name)
+            if mapped is not None:
+                self._mapped.move_to_end(name)
+                return mapped
+        mapped = self._mapped_file(name, rows, dim)
+        with self._lock:
             self._mapped[name] = mapped
+            while len(self._mapped) > self.MAPPED_AT_ONCE:
+                self._mapped.popitem(last=False)
+        return mapped
+
+    def _mapped_file(self, name: str, rows: int, dim: int) -> np.ndarray:
+        """Map file `name`, checking it holds what the catalog registered."""
+        path = self.folder / name
+        if not path.is_file():
+            raise damaged_file_error(path, "missing")
+        try:
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise damaged_file_error(path, f"damaged ({error})") from None
+        if mapped.dtype != np.float32 or mapped.shape != (rows, dim):
+            raise damaged_file_error(path, f"damaged (it holds {mapped.dtype} {mapped.shape}, not {rows} x {dim})")
         return mapped
 
     def names_on_disk(self) -> list[str]:
