@@ -50,7 +50,7 @@ def test_a_healthy_collection_checks_healthy(collection_folder: Path) -> None:
         "index",
         "manifest",
         "temp files",
-        "embedding shards",
+        "shard files",
     ]
     assert lookalike("check", "--index", str(collection_folder)).returncode == 0
 

@@ -154,8 +154,8 @@ def test_a_driver_killed_before_its_commit_leaves_a_harmless_file_that_the_next_
     mine.write_bytes(b"mine")
     with closing(Catalog.open(ray_folder)) as catalog:
         assert everything_read(catalog) == before
-    finding = next(f for f in check_collection(ray_folder).findings if f.part == "embedding shards")
-    assert not finding.healthy and finding.detail.startswith("2 files no image refers to")
+    finding = next(f for f in check_collection(ray_folder).findings if f.part == "shard files")
+    assert not finding.healthy and finding.detail.startswith("2 files of embeddings no image refers to")
     with Collection.open(ray_folder) as collection:
         assert collection.add_folder(photos).embedded == 0  # an update: nothing new, the leftovers removed
     assert check_collection(ray_folder).healthy

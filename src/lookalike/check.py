@@ -34,7 +34,7 @@ REEMBED_REASON = "stored embedding damaged: embedded again by the next index run
 class Finding:
     """The verdict on one part of a collection."""
 
-    part: str  # catalog, embeddings, index, manifest, temp files, embedding shards
+    part: str  # catalog, embeddings, index, manifest, temp files, shard files
     healthy: bool
     detail: str
     repaired: bool = False
@@ -162,14 +162,14 @@ def _check_shard_files(catalog: Catalog, repair: bool) -> Finding:
     the shard removed. Harmless; a repair deletes them (it holds the folder's lock, so no ingest is writing one)."""
     unreferenced = catalog.unreferenced_shard_files()
     if not unreferenced:
-        return Finding("embedding shards", True, f"{catalog.shard_files.bytes_on_disk()[0]} files, all in use")
+        return Finding("shard files", True, f"{catalog.shard_files.bytes_on_disk()[0]} files of embeddings, all in use")
     on_disk = [catalog.shard_files.folder / name for name in unreferenced]
     size = sum(path.stat().st_size for path in on_disk if path.is_file())
-    detail = f"{len(unreferenced)} files no image refers to ({size} bytes)"
+    detail = f"{len(unreferenced)} files of embeddings no image refers to ({size} bytes)"
     if repair:
         catalog.remove_shard_files(unreferenced)
         detail += "; removed"
-    return Finding("embedding shards", False, detail, repaired=repair)
+    return Finding("shard files", False, detail, repaired=repair)
 
 
 def _check_scratch(folder: Path, leftovers: list[tuple[Path, int]], repair: bool) -> Finding:
