@@ -8,7 +8,9 @@ takes them from a Ray worker) and commit each shard. The results are made up fro
 form: 1,280 float32 dimensions (EfficientNet-Lite0's), a 1 KiB pixel signature, a 32-hex-digit content hash;
 one file in 100 is a decode error and one in 100 a byte copy of an earlier file (the reuse path). A second
 run over the same folder finds nothing new (the re-scan cost). Last, the floor under a commit: the bare
-INSERTs (row, embedding, CRC, signature; one executemany per table and shard) with no Python around them. Ray's
+INSERTs (row, embedding, CRC, signature; one executemany per table and shard) with no Python around them, with
+the embeddings in the catalog and with them in one .npy shard file per shard (as `lookalike index --ray` writes
+them since schema 4). Ray's
 own cost per task is not in these figures: benchmarks/ray_driver.py adds it.
 
 With --baseline (the src folder of another checkout, e.g. `git worktree add OLD 8a5c585`), the same runs are
@@ -27,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 DIM = 1280
 SIGNATURE_BYTES = 1024
@@ -111,8 +114,10 @@ def child(count: int, shard_size: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def floor(count: int, shard_size: int) -> float:
-    """CPU seconds of the bare INSERTs a commit makes (row, embedding, CRC, signature), executemany per shard."""
+def floor(count: int, shard_size: int, shard_files: bool = False) -> float:
+    """CPU seconds of the bare writes a commit makes, executemany per shard: the image's row, its embedding (a BLOB
+    and its CRC in the catalog; or, with `shard_files`, one .npy file per shard, written durably, and the row's
+    place and CRC in the catalog) and its signature."""
     import numpy as np
 
     from lookalike.catalog import Catalog
@@ -120,22 +125,33 @@ def floor(count: int, shard_size: int) -> float:
 
     work = Path(tempfile.mkdtemp(prefix="drivercommit"))
     catalog = Catalog.open(work / "idx", create=True)
-    blobs = [row.tobytes() for row in np.random.default_rng(7).standard_normal((count, DIM)).astype(np.float32)]
+    vectors = np.random.default_rng(7).standard_normal((count, DIM)).astype(np.float32)
+    blobs = [] if shard_files else [row.tobytes() for row in vectors]
     try:
         started = time.process_time()
         for start in range(1, count + 1, shard_size):
             ids = range(start, min(count + 1, start + shard_size))
+            name = _write_shard(work / "idx", vectors[start - 1 : ids[-1]]) if shard_files else ""
             with catalog.transaction() as db:
                 db.executemany(
                     "INSERT INTO images (id, path, size, mtime_ns, content_hash, width, height, status)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, 'indexed')",
                     [(i, f"/photos/photo-{i:07d}.jpg".encode(), 1, 1, f"{i:032x}", 640, 480) for i in ids],
                 )
-                db.executemany("INSERT INTO embeddings VALUES (?, ?)", [(i, blobs[i - 1]) for i in ids])
-                db.executemany(
-                    "INSERT OR REPLACE INTO embedding_checksums VALUES (?, ?)",
-                    [(i, vector_checksum(blobs[i - 1])) for i in ids],
-                )
+                if shard_files:
+                    shard = db.execute(
+                        "INSERT INTO embedding_shards (name, row_count, dim) VALUES (?, ?, ?)", (name, len(ids), DIM)
+                    ).lastrowid
+                    db.executemany(
+                        "INSERT INTO embedding_locations (image_id, shard, shard_row, crc) VALUES (?, ?, ?, ?)",
+                        [(i, shard, i - start, vector_checksum(vectors[i - 1].data)) for i in ids],
+                    )
+                else:
+                    db.executemany("INSERT INTO embeddings VALUES (?, ?)", [(i, blobs[i - 1]) for i in ids])
+                    db.executemany(
+                        "INSERT OR REPLACE INTO embedding_checksums VALUES (?, ?)",
+                        [(i, vector_checksum(blobs[i - 1])) for i in ids],
+                    )
                 db.executemany(
                     "INSERT OR REPLACE INTO signatures (image_id, signature, jpeg_quality, metadata_fields)"
                     " VALUES (?, ?, 90, 3)",
@@ -145,6 +161,12 @@ def floor(count: int, shard_size: int) -> float:
     finally:
         catalog.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_shard(collection: Path, vectors: Any) -> str:
+    from lookalike.embedding_shards import write_shard
+
+    return write_shard(collection, vectors)
 
 
 def measured(source: str, count: int, shard_size: int) -> tuple[float, float, float, str]:
@@ -187,7 +209,9 @@ def main() -> None:
             f"{counts})  re-scan {1000 * rescan / args.images:.4f} ms"
         )
     floors = [floor(args.images, args.shard) for _ in range(args.repeats)]
-    print(f"bare INSERTs of a commit, this checkout's schema: {1000 * min(floors) / args.images:.4f} ms per image")
+    print(f"bare INSERTs of a commit, embeddings in the catalog: {1000 * min(floors) / args.images:.4f} ms per image")
+    floors = [floor(args.images, args.shard, shard_files=True) for _ in range(args.repeats)]
+    print(f"bare writes of a commit, embeddings in shard files: {1000 * min(floors) / args.images:.4f} ms per image")
     if "baseline" in best:
         ratio = best["baseline"][0] / best["this checkout"][0]
         print(f"first run: this checkout takes 1/{ratio:.1f} of the baseline's CPU per image")

@@ -22,16 +22,15 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-PORT = 6379
+from ray_launch import PORT, enter_namespaces, run_in_namespaces, start_head, stop_cluster, versions_to_compare
+
 IDENTITY = "made-up@1"
 HERE = Path(__file__).resolve().parent
 
@@ -81,21 +80,14 @@ def timed_child(version: str, photos: Path, index: Path, shard_size: int) -> tup
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), float(wall), summary
 
 
-def ray_cli(*args: str) -> None:
-    ray = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def inside(work: Path, count: int, versions: dict[str, str], shard_sizes: list[int]) -> None:
     """Run in the namespaces: for each version a cluster of its own, every shard size on it."""
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    enter_namespaces()
     lines = []
     for name, source in versions.items():
         path = f"{source}{os.pathsep}{HERE}"  # the workers import this version's lookalike and driver_commit
         os.environ["PYTHONPATH"] = path
-        ray_cli("start", "--head", f"--port={PORT}", "--include-dashboard=false", f"--temp-dir={work / 'r'}",
-                "--node-ip-address=127.0.0.1", "--num-cpus=2", "--disable-usage-stats")  # fmt: skip
+        start_head(work, "--node-ip-address=127.0.0.1", "--num-cpus=2", "--disable-usage-stats")
         try:
             for shard in shard_sizes:
                 runs = {}
@@ -109,7 +101,7 @@ def inside(work: Path, count: int, versions: dict[str, str], shard_sizes: list[i
                     f"{count / wall:,.0f} images/s (driver cpu {cpu:.2f} s, a third {cpu_third:.2f} s) | {summary}"
                 )
         finally:
-            ray_cli("stop", "--force")
+            stop_cluster()
     print("\n".join(lines))
 
 
@@ -137,19 +129,12 @@ def main() -> None:
     if args.inside:
         inside(Path(args.inside), args.images, json.loads(args.versions), shard_sizes)
         return
-    versions = {"this checkout": str(HERE.parent / "src")}
-    if args.baseline:
-        versions["baseline"] = str(Path(args.baseline).resolve())
-    work = Path(tempfile.mkdtemp(prefix="raydrv"))  # short: Ray's socket paths must fit in 107 bytes
-    try:
-        make_files(work / "photos", args.images)
-        make_files(work / "photos-third", args.images // 3)
-        namespaces = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
-        me = [sys.executable, __file__, "--images", str(args.images), "--inside", str(work)]
-        options = ["--versions", json.dumps(versions), "--shard-sizes", args.shard_sizes]
-        subprocess.run([*namespaces, *me, *options], check=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    folders = {
+        "photos": lambda folder: make_files(folder, args.images),
+        "photos-third": lambda folder: make_files(folder, args.images // 3),
+    }
+    arguments = ["--images", str(args.images), "--shard-sizes", args.shard_sizes]
+    run_in_namespaces(__file__, "raydrv", folders, arguments, versions_to_compare(args.baseline))
 
 
 if __name__ == "__main__":

@@ -23,14 +23,21 @@ import json
 import os
 import random
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-PORT = 6379
+from ray_launch import (
+    PORT,
+    THIS_CHECKOUT,
+    enter_namespaces,
+    ray_cli,
+    run_in_namespaces,
+    start_head,
+    stop_cluster,
+    versions_to_compare,
+)
 
 
 def make_photos(folder: Path, count: int, seed: int = 7) -> None:
@@ -69,15 +76,9 @@ def timed_index(photos: Path, index: Path, *extra: str) -> tuple[float, float, s
     return wall, cpu, done.stdout.splitlines()[0]
 
 
-def ray_cli(*args: str) -> None:
-    ray = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def inside(work: Path, count: int, versions: dict[str, str], shard_sizes: list[int]) -> None:
     """Run in the namespaces: the local run, then clusters of 1 and 2 nodes for each version and shard size."""
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    enter_namespaces()
     small = work / "photos-third"
     os.environ["PYTHONPATH"] = next(iter(versions.values()))
     rows = [("local", *timed_index(work / "photos", work / "local.idx"))]
@@ -86,21 +87,21 @@ def inside(work: Path, count: int, versions: dict[str, str], shard_sizes: list[i
     for nodes in (1, 2):
         for version, source in versions.items():
             os.environ["PYTHONPATH"] = source  # the cluster's workers and the driver run this version's code
-            ray_cli("start", "--head", f"--port={PORT}", "--include-dashboard=false", f"--temp-dir={work / 'r'}", *node)
+            start_head(work, *node)
             if nodes == 2:
                 ray_cli("start", f"--address=127.0.0.1:{PORT}", *node)
             try:
                 for shard in shard_sizes:
                     name = f"ray, {nodes} node(s), {version}, shards of {shard}"
                     # A baseline older than `--shard-size` took the files per shard from `--batch-size`.
-                    size_flag = "--shard-size" if version == "this checkout" else "--batch-size"
+                    size_flag = "--shard-size" if version == THIS_CHECKOUT else "--batch-size"
                     extra = ["--ray", f"127.0.0.1:{PORT}", size_flag, str(shard)]
                     folder = f"ray{nodes}-{len(runs)}"
                     rows.append((name, *timed_index(work / "photos", work / f"{folder}.idx", *extra)))
                     rows.append((f"{name}, a third", *timed_index(small, work / f"{folder}s.idx", *extra)))
                     runs.append(name)
             finally:
-                ray_cli("stop", "--force")
+                stop_cluster()
     for name, wall, cpu, summary in rows:
         print(f"{name:48} wall {wall:6.1f} s  driver cpu {cpu:5.2f} s  | {summary}")
     for name in runs:
@@ -122,20 +123,12 @@ def main() -> None:
     if args.inside:
         inside(Path(args.inside), args.images, json.loads(args.versions), shard_sizes)
         return
-    here = str(Path(__file__).resolve().parents[1] / "src")
-    versions = {"this checkout": here}
-    if args.baseline:
-        versions["baseline"] = str(Path(args.baseline).resolve())
-    work = Path(tempfile.mkdtemp(prefix="raybench"))  # short: Ray's socket paths must fit in 107 bytes
-    try:
-        make_photos(work / "photos", args.images)
-        make_photos(work / "photos-third", args.images // 3, seed=8)
-        namespaces = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
-        me = [sys.executable, __file__, "--images", str(args.images), "--inside", str(work)]
-        options = ["--versions", json.dumps(versions), "--shard-sizes", args.shard_sizes]
-        subprocess.run([*namespaces, *me, *options], check=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    folders = {
+        "photos": lambda folder: make_photos(folder, args.images),
+        "photos-third": lambda folder: make_photos(folder, args.images // 3, seed=8),
+    }
+    arguments = ["--images", str(args.images), "--shard-sizes", args.shard_sizes]
+    run_in_namespaces(__file__, "raybench", folders, arguments, versions_to_compare(args.baseline))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ def test_a_healthy_collection_checks_healthy(collection_folder: Path) -> None:
         "index",
         "manifest",
         "temp files",
+        "shard files",
     ]
     assert lookalike("check", "--index", str(collection_folder)).returncode == 0
 
@@ -119,7 +120,8 @@ def test_a_flip_that_keeps_the_norm_is_caught_by_the_checksum(collection_folder:
 
 def test_a_catalog_of_schema_2_gets_checksums_for_what_it_stores(collection_folder: Path) -> None:
     with sqlite3.connect(collection_folder / "catalog.sqlite") as connection:  # as an earlier lookalike left it
-        connection.execute("DROP TABLE embedding_checksums")
+        for table in ("embedding_checksums", "embedding_shards", "embedding_locations"):
+            connection.execute(f"DROP TABLE {table}")
         connection.execute("PRAGMA user_version = 2")
     with Collection.open(collection_folder) as collection:
         rows = collection.catalog.connection.execute("SELECT count(*) FROM embedding_checksums").fetchone()[0]

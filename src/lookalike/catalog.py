@@ -1,7 +1,8 @@
 """The SQLite catalog: the source of truth for a collection.
 
 It holds one row per image file (indexed or skipped, with the reason), the
-embedding of every indexed image, the ids that were removed but may still sit
+embedding of every indexed image (or, for a Ray ingest's, where in a shard file
+beside it the embedding lives: embedding_shards.py), the ids that were removed but may still sit
 in the Faiss file (tombstones), and key/value metadata (embedder identity,
 index spec and the checksum of the last Faiss file written). Paths are stored
 as the raw bytes the OS gave, so names that are not valid UTF-8 survive.
@@ -24,16 +25,15 @@ import numpy as np
 
 from . import catalog_file
 from .catalog_duplicates import DuplicateTables, StoredSignature
+from .catalog_embeddings import EmbeddingTables, row_checksum
 from .catalog_schema import MIGRATIONS as MIGRATIONS  # re-exported: the schema ladder, as before
 from .catalog_schema import SCHEMA_VERSION as SCHEMA_VERSION
 from .catalog_schema import climb_from_nothing, climb_to_current
-from .errors import CollectionNotFoundError, CorruptCatalogError, NotIndexedError
-from .vector_integrity import checked_vectors, intact_rows, sound_vectors, vector_checksum
+from .errors import CollectionNotFoundError
+from .vector_integrity import vector_checksum
 
 CATALOG_FILE = "catalog.sqlite"
 IMAGE_COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, error"
-# Stored vectors with their checksums (None for a row without one).
-_WITH_CHECKSUMS = "FROM embeddings e LEFT JOIN embedding_checksums c ON c.image_id = e.image_id"
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ class NewImage:
     height: int
     vector: np.ndarray
     signature: StoredSignature | None = None  # older callers and reused rows without one store none
+    # (shard id, row) when the vector is a row of a registered shard file (embedding_shards.py): only its place
+    # and checksum go into the catalog. None: the vector is stored in the catalog itself.
+    location: tuple[int, int] | None = None
 
 
 def encode_path(path: str) -> bytes:
@@ -86,7 +89,7 @@ def decode_path(raw: bytes) -> str:
     return bytes(raw).decode(_FS_ENCODING, _FS_ERRORS)
 
 
-class Catalog(DuplicateTables):
+class Catalog(EmbeddingTables, DuplicateTables):
     """A connection to one collection's SQLite catalog."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
@@ -176,11 +179,6 @@ class Catalog(DuplicateTables):
         records = (record_from_row(row) for row in self._select_in(query, [encode_path(p) for p in paths]))
         return {record.path: record for record in records}
 
-    def embeddings_of(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(ids ascending, float32 vectors) of the sound stored embeddings among `ids` (damaged ones left out)."""
-        query = f"SELECT e.image_id, e.vector, c.crc {_WITH_CHECKSUMS} WHERE e.image_id IN ({{marks}})"
-        return checked_vectors(sorted(self._select_by_ids(query, ids)))
-
     def indexed_with_hash(self, content_hash: str) -> list[ImageRecord]:
         """Indexed rows whose file content has this hash."""
         rows = self.connection.execute(
@@ -208,62 +206,6 @@ class Catalog(DuplicateTables):
         row = self.connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'images'").fetchone()
         return int(row[0]) if row else 0
 
-    # --- embeddings ------------------------------------------------------------
-
-    def embedding(self, image_id: int) -> np.ndarray | None:
-        """The stored vector of one image (CorruptCatalogError if its bytes are damaged)."""
-        row = self.connection.execute(
-            f"SELECT e.vector, c.crc {_WITH_CHECKSUMS} WHERE e.image_id = ?", (image_id,)
-        ).fetchone()
-        if row is None:
-            return None
-        vector = np.frombuffer(row[0], dtype=np.float32).copy()
-        if not (intact_rows([row])[0] and sound_vectors(vector[None], len(row[0]))[0]):
-            raise CorruptCatalogError(
-                f"the stored embedding of image {image_id} in {self.path} is damaged: repair the collection, "
-                "or index its folder again"
-            )
-        return vector
-
-    def require_embedding(self, image_id: int) -> np.ndarray:
-        """The stored vector of an image that has one (NotIndexedError otherwise)."""
-        vector = self.embedding(image_id)
-        if vector is None:
-            raise NotIndexedError(f"no indexed image has id {image_id}")
-        return vector
-
-    def iter_embeddings(self, after_id: int = 0, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (ids int64, vectors float32) in id order, `batch_size` rows at a time, streaming."""
-        query = f"SELECT e.image_id, e.vector, c.crc {_WITH_CHECKSUMS} WHERE e.image_id > ? ORDER BY e.image_id LIMIT ?"
-        for rows in self.pages(query, after_id, batch_size):
-            ids, vectors = checked_vectors(rows)  # damaged rows are left out: a damaged vector is never ranked
-            if len(ids):
-                yield ids, vectors
-
-    def sample_embeddings(self, count: int, seed: int = 1338) -> np.ndarray:
-        """Up to `count` stored vectors picked at random (for training an index)."""
-        total = self.count_embeddings()
-        if total <= count:
-            parts = [vectors for _, vectors in self.iter_embeddings()]
-            return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-        ids = [row[0] for row in self.connection.execute("SELECT image_id FROM embeddings")]
-        chosen = np.random.default_rng(seed).choice(np.asarray(ids, dtype=np.int64), size=count, replace=False)
-        chosen.sort()
-        rows = self._select_by_ids(
-            "SELECT vector FROM embeddings WHERE image_id IN ({marks}) ORDER BY image_id", chosen.tolist()
-        )
-        vectors = [np.frombuffer(row[0], dtype=np.float32) for row in rows]
-        return np.stack(vectors)
-
-    def embedding_ids(self) -> np.ndarray:
-        """Every image id that has a stored embedding, ascending."""
-        rows = self.connection.execute("SELECT image_id FROM embeddings ORDER BY image_id")
-        return np.fromiter((row[0] for row in rows), dtype=np.int64)
-
-    def count_embeddings(self) -> int:
-        """How many vectors are stored."""
-        return self.connection.execute("SELECT count(*) FROM embeddings").fetchone()[0]
-
     # --- writing ---------------------------------------------------------------
 
     def add_indexed(self, images: list[NewImage]) -> list[int]:
@@ -272,7 +214,6 @@ class Catalog(DuplicateTables):
         if len(set(paths)) < len(paths):  # a path given twice: each later row replaces the one before, in order
             with self.transaction():
                 return [image_id for image in images for image_id in self.add_indexed([image])]
-        blobs = [np.ascontiguousarray(image.vector, dtype=np.float32).tobytes() for image in images]
         with self.transaction():
             self._delete_paths(paths)
             # Ids are given here, as AUTOINCREMENT would give them, so each table takes the batch in one statement.
@@ -286,15 +227,28 @@ class Catalog(DuplicateTables):
                     for image_id, path, image in zip(ids, paths, images)
                 ],
             )
-            self.connection.executemany("INSERT INTO embeddings (image_id, vector) VALUES (?, ?)", zip(ids, blobs))
+            self._insert_vectors([(image_id, image) for image_id, image in zip(ids, images) if image.location is None])
             self.connection.executemany(
-                "INSERT OR REPLACE INTO embedding_checksums (image_id, crc) VALUES (?, ?)",
-                [(image_id, vector_checksum(blob)) for image_id, blob in zip(ids, blobs)],
+                "INSERT INTO embedding_locations (image_id, shard, shard_row, crc) VALUES (?, ?, ?, ?)",
+                [
+                    (image_id, *image.location, row_checksum(image.vector))
+                    for image_id, image in zip(ids, images)
+                    if image.location is not None
+                ],
             )
             self._insert_signatures(
                 [(image_id, image.signature) for image_id, image in zip(ids, images) if image.signature is not None]
             )
         return ids
+
+    def _insert_vectors(self, rows: list[tuple[int, NewImage]]) -> None:
+        """Store these images' vectors in the catalog, with their checksums; the caller holds the transaction."""
+        blobs = [(image_id, np.ascontiguousarray(image.vector, dtype=np.float32).tobytes()) for image_id, image in rows]
+        self.connection.executemany("INSERT INTO embeddings (image_id, vector) VALUES (?, ?)", blobs)
+        self.connection.executemany(
+            "INSERT OR REPLACE INTO embedding_checksums (image_id, crc) VALUES (?, ?)",
+            [(image_id, vector_checksum(blob)) for image_id, blob in blobs],
+        )
 
     def _insert_signatures(self, rows: list[tuple[int, StoredSignature]]) -> None:
         """`_insert_signature` for a whole batch, in one statement; the caller holds the transaction."""
@@ -343,7 +297,7 @@ class Catalog(DuplicateTables):
         """Drop these images' stored vectors and mark their rows so that the next scan embeds them again."""
         with self.transaction():
             for image_id in ids:
-                had_vector = self.connection.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,)).rowcount
+                had_vector = self._drop_vector(image_id)
                 self.connection.execute("DELETE FROM embedding_checksums WHERE image_id = ?", (image_id,))
                 # size -1 matches no file: the next scan sees the file as changed and embeds it.
                 self.connection.execute(
@@ -360,8 +314,14 @@ class Catalog(DuplicateTables):
         for (image_id,) in list(self._select_in("SELECT id FROM images WHERE path IN ({marks})", paths)):
             self._delete_id(image_id)
 
+    def _drop_vector(self, image_id: int) -> bool:
+        """Delete an image's stored vector, or its reference to a shard file's row (the row becomes garbage)."""
+        in_table = self.connection.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,)).rowcount
+        located = self.connection.execute("DELETE FROM embedding_locations WHERE image_id = ?", (image_id,)).rowcount
+        return bool(in_table or located)
+
     def _delete_id(self, image_id: int) -> None:
-        had_vector = self.connection.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,)).rowcount
+        had_vector = self._drop_vector(image_id)
         self.connection.execute("DELETE FROM images WHERE id = ?", (image_id,))
         if had_vector:
             self.connection.execute("INSERT OR IGNORE INTO tombstones (id) VALUES (?)", (image_id,))

@@ -1,5 +1,8 @@
 """The catalog's schema ladder: each version's tables, and the step from every version to the next.
 
+Versions: 1 images, embeddings, tombstones, meta; 2 duplicate tables (catalog_duplicates.py); 3 embedding
+checksums; 4 embeddings in shard files beside the catalog (embedding_shards.py).
+
 MIGRATIONS[n] brings a catalog from version n to n + 1 (PRAGMA user_version). A new table or column is a new
 step appended here; catalogs of every earlier version climb the steps they lack when they are opened.
 """
@@ -14,6 +17,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from .catalog_duplicates import SCHEMA_2
+from .embedding_shards import SCHEMA_4
 from .errors import CorruptCatalogError, SchemaVersionError
 from .vector_integrity import vector_checksum
 
@@ -76,11 +80,12 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda connection: run_script(connection, _SCHEMA_1),
     lambda connection: run_script(connection, SCHEMA_2),  # signatures, decisions, quarantined rows
     _add_checksums,
+    lambda connection: run_script(connection, SCHEMA_4),  # vectors in shard files beside the catalog
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Steps that only add tables. A catalog that cannot be written (read-only media) and lacks them gets them as empty
 # temporary tables of its connection instead: what they would hold anyway, since nothing of this version wrote them.
-TABLE_ONLY_STEPS = {1: SCHEMA_2, 2: SCHEMA_3}
+TABLE_ONLY_STEPS = {1: SCHEMA_2, 2: SCHEMA_3, 3: SCHEMA_4}
 
 
 def as_temporary(script: str) -> str:

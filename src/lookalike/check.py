@@ -3,9 +3,11 @@
 Every file of a collection is verified in turn: the catalog (SQLite's own integrity check and the
 schema version), each stored embedding (length, finite, unit norm), the Faiss file (full checksum
 against what the catalog recorded, then parsed), the manifest, and scratch files of interrupted
-writes. With `repair`: damaged embeddings are dropped and their images queued for re-embedding by
-the next ingest (their rows say why), the index is rebuilt from the catalog, the manifest rewritten
-and scratch files removed. A damaged catalog cannot be repaired from inside: the report says so.
+writes, and shard files of embeddings that no image refers to. With `repair`: damaged embeddings
+(and every embedding of a missing or damaged shard file) are dropped and their images queued for
+re-embedding by the next ingest (their rows say why), the index is rebuilt from the catalog, the
+manifest rewritten, and scratch files and unreferenced shard files removed. A damaged catalog
+cannot be repaired from inside: the report says so.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ REEMBED_REASON = "stored embedding damaged: embedded again by the next index run
 class Finding:
     """The verdict on one part of a collection."""
 
-    part: str  # catalog, embeddings, index, manifest, temp files
+    part: str  # catalog, embeddings, index, manifest, temp files, shard files
     healthy: bool
     detail: str
     repaired: bool = False
@@ -75,6 +77,7 @@ def check_collection(folder: str | Path, repair: bool = False) -> CheckReport:
             report.findings.append(_check_index(folder, catalog, repair))
             report.findings.append(_check_manifest(folder, catalog, repair))
             report.findings.append(_check_scratch(folder, leftovers, repair))
+            report.findings.append(_check_shard_files(catalog, repair))
     finally:
         catalog.close()
     return report
@@ -100,7 +103,7 @@ def _damaged_embedding_ids(catalog: Catalog, dim: int) -> list[int]:
         if right_size:
             vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in right_size])
             damaged += [row[0] for row, ok in zip(right_size, sound_vectors(vectors, dim * 4)) if not ok]
-    return damaged
+    return damaged + catalog.damaged_shard_embeddings(dim)
 
 
 def _check_embeddings(catalog: Catalog, repair: bool) -> Finding:
@@ -112,6 +115,9 @@ def _check_embeddings(catalog: Catalog, repair: bool) -> Finding:
     detail = f"{len(damaged)} of {total} stored embeddings are damaged (ids {', '.join(map(str, damaged[:5]))}" + (
         ", ...)" if len(damaged) > 5 else ")"
     )
+    unreadable = catalog.unreadable_shard_files()
+    if unreadable:
+        detail += f"; shard files missing or damaged: {', '.join(unreadable)}"
     if repair:
         catalog.queue_for_reembedding(damaged, REEMBED_REASON)
         detail += "; dropped, to be embedded again by the next index run"
@@ -149,6 +155,21 @@ def _check_manifest(folder: Path, catalog: Catalog, repair: bool) -> Finding:
     if repair:
         IndexStore(folder, catalog).write_manifest()
     return Finding("manifest", False, f"{MANIFEST_FILE}: {problem}", repaired=repair)
+
+
+def _check_shard_files(catalog: Catalog, repair: bool) -> Finding:
+    """Shard files no image's vector lives in: a Ray ingest killed before committing a shard, or every image of
+    the shard removed. Harmless; a repair deletes them (it holds the folder's lock, so no ingest is writing one)."""
+    unreferenced = catalog.unreferenced_shard_files()
+    if not unreferenced:
+        return Finding("shard files", True, f"{catalog.shard_files.bytes_on_disk()[0]} files of embeddings, all in use")
+    on_disk = [catalog.shard_files.folder / name for name in unreferenced]
+    size = sum(path.stat().st_size for path in on_disk if path.is_file())
+    detail = f"{len(unreferenced)} files of embeddings no image refers to ({size} bytes)"
+    if repair:
+        catalog.remove_shard_files(unreferenced)
+        detail += "; removed"
+    return Finding("shard files", False, detail, repaired=repair)
 
 
 def _check_scratch(folder: Path, leftovers: list[tuple[Path, int]], repair: bool) -> Finding:

@@ -204,6 +204,7 @@ class Collection(Searching, DuplicateFinding):
         with self._lock.hold():
             if kind:
                 plan_index(kind, 0, self.dim, self.metric, options)  # reject bad kinds before any work
+            self.catalog.remove_shard_files(self.catalog.unregistered_shard_files())  # a killed driver's leftovers
             ingester = Ingester(
                 self.catalog,
                 self.embedder,

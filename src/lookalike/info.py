@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import CATALOG_FILE, Catalog
+from .embedding_shards import SHARD_FOLDER
 from .index import INDEX_FILE
 from .index_store import IndexStore
 from .settings import MANIFEST_FILE, read_settings
@@ -31,6 +32,7 @@ class CollectionInfo:
     bytes_on_disk: dict
     skipped_files: list[tuple[str, str]]
     temp_files: int = 0  # scratch files of interrupted writes (removed by the next update)
+    embedding_shard_files: int = 0  # .npy files of a Ray ingest's embeddings (their bytes: bytes_on_disk)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of a collection's numbers, one for every shell."""
@@ -48,6 +50,9 @@ def describe(folder: Path, catalog: Catalog, store: IndexStore) -> CollectionInf
         path = folder / name
         if path.exists():
             sizes[name] = path.stat().st_size
+    shard_files, shard_bytes = catalog.shard_files.bytes_on_disk()
+    if shard_files:
+        sizes[SHARD_FOLDER] = shard_bytes
     skipped = [(r.path, r.error or "") for r in catalog.skipped_images()]
     return CollectionInfo(
         folder=str(folder),
@@ -64,4 +69,5 @@ def describe(folder: Path, catalog: Catalog, store: IndexStore) -> CollectionInf
         bytes_on_disk=sizes,
         skipped_files=skipped,
         temp_files=len(scratch_files(folder)),
+        embedding_shard_files=shard_files,
     )

@@ -3,7 +3,7 @@
 Three steps, so each can run where it fits best:
 - plan: scan the folder and diff it against the catalog (the scan queue holds what to process);
   unchanged files (same path, size and mtime) are not read at all;
-- map: a pure function of a file, `map_files` (decode, hash, embed), that a thread, a process or
+- map: a pure function of a file, `map_step.map_files` (decode, hash, embed), that a thread, a process or
   a cluster task can run; locally, files are decoded, hashed and signed in worker threads or
   processes (`decode_pool`) while the model runs on the previous batch;
 - commit: catalog writes, one transaction per batch as soon as it is embedded, so an interrupted
@@ -18,18 +18,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import NamedTuple
 
 import numpy as np
 
 from .catalog import Catalog, NewImage
 from .catalog_duplicates import StoredSignature
-from .decode_pool import DEFAULT_DECODE, DecodedFile, check_mode, decode_entry, decode_files, signature_of
+from .decode_pool import DEFAULT_DECODE, DecodedFile, check_mode, decode_files
 from .decode_pool import header_facts as header_facts  # re-exported: part of the map step's public pieces
 from .embedders import Embedder
+from .embedding_shards import remove_file, write_shard
 from .errors import ImageDecodeError
 from .files import FileEntry, scan_images
 from .images import DecodedImage, default_max_megapixels
+from .map_step import MappedImage as MappedImage  # the map step's pieces, re-exported where they used to live
+from .map_step import MappedRow, MappedShard
+from .map_step import map_files as map_files
 from .scan_queue import ScanQueue
 from .torch_pipeline import Pending
 
@@ -74,7 +77,7 @@ ProgressCallback = Callable[[int, int], None]
 SkipCallback = Callable[[str, str], None]
 # Another place to run the map step (a cluster): given the files to process and how many there are, yields the
 # map step's results in groups, in any order, as they arrive; each group is committed before the next is asked for.
-Mapper = Callable[[Iterator[FileEntry], int], Iterator["MappedShard"]]
+Mapper = Callable[[Iterator[FileEntry], int], Iterator[MappedShard]]
 
 
 class Ingester:
@@ -208,33 +211,53 @@ class Ingester:
         """Commit results of the map step run elsewhere, as a local run commits its own, in one transaction.
 
         Skipped files are recorded with their reason; moved, copied or touched files keep or reuse the stored
-        embedding (the one computed elsewhere is dropped); the others are added.
+        embedding (the one computed elsewhere is dropped); the others are added. The shard's embeddings are
+        written as one file beside the catalog before the transaction, which records where each added image's
+        vector lives in it (embedding_shards.py): a crash in between leaves only a file nothing refers to.
         """
         # Only a file whose content is indexed already can be a move or a copy: one query finds them for the shard.
         # (A shard's own new files are added at its end, so none of them is indexed while the shard is gone through.)
         known = self.catalog.indexed_hashes(row.content_hash for row in shard.rows if row.error is None)
-        fresh: list[NewImage] = []
-        vectors = iter(shard.vectors)
+        file = write_shard(self.catalog.path.parent, shard.vectors) if len(shard.vectors) else None
+        fresh: list[tuple[int, MappedRow]] = []  # (row of the shard file, facts)
+        number = 0
         with self.catalog.transaction():
             for row in shard.rows:
                 if row.error is not None:
                     self._skip(FileEntry(row.path, row.size, row.mtime_ns), row.error)
                     continue
-                vector, signature = next(vectors), row.stored_signature()
+                number += 1
                 if row.content_hash in known and self._reuse_stored(
                     FileEntry(row.path, row.size, row.mtime_ns),
                     row.content_hash,
                     (row.width, row.height),
-                    partial(_given, signature),
+                    partial(_given, row.stored_signature()),
                 ):
                     continue
-                fresh.append(
-                    NewImage(
-                        row.path, row.size, row.mtime_ns, row.content_hash, row.width, row.height, vector, signature
-                    )
-                )
-            self.catalog.add_indexed(fresh)
+                fresh.append((number - 1, row))
+            if fresh and file is not None:
+                self.catalog.add_indexed(self._located(fresh, shard.vectors, file))
+        if file is not None and not fresh:  # every file was a skip, move or copy: the file holds nothing needed
+            remove_file(self.catalog.path.parent, file)
         self.report.embedded += len(fresh)
+
+    def _located(self, fresh: list[tuple[int, MappedRow]], vectors: np.ndarray, file: str) -> list[NewImage]:
+        """The new images of a shard, each pointing at its row of the shard file just registered."""
+        shard_id = self.catalog.register_shard(file, len(vectors), vectors.shape[1])
+        return [
+            NewImage(
+                row.path,
+                row.size,
+                row.mtime_ns,
+                row.content_hash,
+                row.width,
+                row.height,
+                vectors[number],
+                row.stored_signature(),
+                (shard_id, number),
+            )
+            for number, row in fresh
+        ]
 
     def _reuse_stored(
         self,
@@ -312,94 +335,3 @@ def _new_image(
 
 def _given(signature: StoredSignature | None) -> StoredSignature | None:
     return signature
-
-
-@dataclass(frozen=True)
-class MappedImage:
-    """The map step's result for one file: its facts and embedding, or why it was skipped. Picklable."""
-
-    entry: FileEntry
-    content_hash: str = ""
-    width: int = 0
-    height: int = 0
-    vector: np.ndarray | None = None
-    error: str | None = None
-    signature: StoredSignature | None = None
-
-
-class MappedRow(NamedTuple):
-    """The map step's facts of one file, as plain values; `error` is None for a file that was embedded."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    content_hash: str
-    width: int
-    height: int
-    error: str | None
-    signature: bytes | None
-    jpeg_quality: int | None
-    metadata_fields: int
-
-    def stored_signature(self) -> StoredSignature | None:
-        return (
-            None if self.signature is None else StoredSignature(self.signature, self.jpeg_quality, self.metadata_fields)
-        )
-
-
-@dataclass(frozen=True)
-class MappedShard:
-    """The map step's results for a group of files, in the form that is cheap to send and to take in.
-
-    One tuple of plain values per file and one float32 array of all the embeddings: a driver that takes in
-    thousands of files a second unpickles a few objects per shard, not an object graph and an array per file.
-    `vectors` holds a row for each file without an error, in file order. Indexing gives `MappedImage`s.
-    """
-
-    rows: list[MappedRow]
-    vectors: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> MappedImage:
-        row = self.rows[index]
-        entry = FileEntry(row.path, row.size, row.mtime_ns)
-        if row.error is not None:
-            return MappedImage(entry, error=row.error)
-        vector = self.vectors[sum(other.error is None for other in self.rows[:index])]
-        return MappedImage(entry, row.content_hash, row.width, row.height, vector, None, row.stored_signature())
-
-
-def map_files(
-    entries: list[FileEntry], embedder: Embedder, input_size: int, max_megapixels: float | None = None, batch: int = 32
-) -> MappedShard:
-    """Decode and embed files, `batch` at a time (a shard's pixels are never all held at once): a pure function
-    of the files, for a worker process or a cluster task."""
-    rows, vectors = [], [np.zeros((0, embedder.dim), np.float32)]
-    for start in range(0, len(entries), batch):
-        decoded = [
-            (entry, decode_entry(entry.path, input_size, max_megapixels)) for entry in entries[start : start + batch]
-        ]
-        good = [image for _, image in decoded if isinstance(image, DecodedImage)]
-        vectors += [np.asarray(embedder.embed(np.stack([image.pixels for image in good])), np.float32)] if good else []
-        rows += [_mapped_row(entry, image) for entry, image in decoded]
-    return MappedShard(rows, np.concatenate(vectors))
-
-
-def _mapped_row(entry: FileEntry, image: DecodedImage | ImageDecodeError) -> MappedRow:
-    if not isinstance(image, DecodedImage):
-        return MappedRow(entry.path, entry.size, entry.mtime_ns, "", 0, 0, image.reason, None, None, 0)
-    signature = signature_of(entry.path, image)
-    return MappedRow(
-        entry.path,
-        entry.size,
-        entry.mtime_ns,
-        image.content_hash,
-        image.width,
-        image.height,
-        None,
-        None if signature is None else signature.signature,
-        None if signature is None else signature.jpeg_quality,
-        0 if signature is None else signature.metadata_fields,
-    )

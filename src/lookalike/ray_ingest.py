@@ -1,7 +1,7 @@
 """The map step of ingest on a Ray cluster: shards of files decoded and embedded by the cluster's workers.
 
 The driver (the process that holds the collection) scans and diffs as in a local run; only the files to
-process travel, as shards of paths, to Ray tasks that run `ingest.map_files`. Each worker process loads the
+process travel, as shards of paths, to Ray tasks that run `map_step.map_files`. Each worker process loads the
 embedder once and keeps it for every later shard it is given. Results come back as they finish, in any order,
 each as one `MappedShard` (a tuple of plain values per file and one array of all the embeddings, cheap for the
 driver to take in), and the driver commits each shard in its own transaction through the same commit step as a
@@ -24,7 +24,7 @@ from typing import Any
 from .embedders import Embedder, load_embedder
 from .errors import EmbedderMismatchError, InvalidArgumentError
 from .files import FileEntry
-from .ingest import MappedShard, map_files
+from .map_step import MappedShard, map_files
 from .ray_cluster import ClusterSession, import_ray, results_as_finished
 
 SHARD_SIZE = 256  # files per task: the driver's cost per image falls with shard size (docs/benchmarks.md)

@@ -114,6 +114,10 @@ def info(index_dir: str, as_json: bool) -> None:
     click.echo(
         "on disk:       " + ", ".join(f"{name} {format_size(size)}" for name, size in details.bytes_on_disk.items())
     )
+    if details.embedding_shard_files:
+        click.echo(
+            f"embeddings:    {details.embedding_shard_files} shard files beside the catalog (from --ray ingests)"
+        )
     if details.temp_files:
         click.echo(f"temp files:    {details.temp_files} left by an interrupted update (the next update removes them)")
     for path, reason in details.skipped_files:
