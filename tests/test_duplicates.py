@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance
 
 from lookalike.demo import sample_photo
 from lookalike.duplicates import Decisions, DuplicatesError, ImageFacts, find_duplicates
 from lookalike.errors import LookalikeError
 from lookalike.images import decode_file
-from lookalike.signatures import compute_signature
+from lookalike.signatures import compute_signature, estimate_jpeg_quality
 
 MODEL = "efficientnet-lite0"
 
@@ -50,6 +50,7 @@ def facts_and_vectors(paths: list[Path], embedder) -> tuple[list[ImageFacts], np
             height=image.height,
             mtime_ns=path.stat().st_mtime_ns,
             signature=compute_signature(image.pixels),
+            jpeg_quality=estimate_jpeg_quality(path.read_bytes()),
         )
         for number, (path, image) in enumerate(zip(paths, decoded))
     ]
@@ -228,3 +229,27 @@ def test_a_recoloured_picture_is_not_a_near_duplicate_but_a_toned_copy_is(tmp_pa
     facts, vectors = facts_and_vectors(paths, embedder)
 
     assert groups_by_ids(find_duplicates(facts, vectors, MODEL)) == {frozenset({1, 3}): "near"}
+
+
+def test_a_turned_a_watermarked_and_a_heavily_compressed_photo_are_near_and_a_re_encode_is_same_image(
+    tmp_path: Path, embedder
+) -> None:
+    # A wide picture (its turn is sheared in a square thumbnail); the watermark moves its thumbnail less than a
+    # re-encode can, but all in one corner; quality 10 moves its embedding far.
+    wide = sample_photo("astronaut").convert("RGB").resize((900, 450), Image.Resampling.LANCZOS)
+    marked = wide.copy()
+    w, h = marked.size
+    ImageDraw.Draw(marked, "RGBA").rectangle((w - w // 5 - 4, h - h // 14 - 4, w - 4, h - 4), fill=(0, 0, 0, 110))
+    paths = [
+        save(wide, tmp_path / "wide.png"),
+        save(wide, tmp_path / "wide-reencoded.jpg", quality=80),
+        save(wide.rotate(4, resample=Image.Resampling.BICUBIC, fillcolor="white"), tmp_path / "turned.jpg"),
+        save(marked, tmp_path / "watermarked.jpg", quality=90),
+        save(wide, tmp_path / "heavy.jpg", quality=10),
+        save(sample_photo("chelsea").convert("RGB"), tmp_path / "other.png"),
+    ]
+    facts, vectors = facts_and_vectors(paths, embedder)
+
+    groups = find_duplicates(facts, vectors, MODEL)
+
+    assert groups_by_ids(groups) == {frozenset({1, 2}): "same-image", frozenset({1, 3, 4, 5}): "near"}
