@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from lookalike.duplicates import ImageFacts, find_duplicates, thresholds_for
-from lookalike.signatures import corner_masked_correlation, crop_tolerant_correlation
+from lookalike.signatures import crop_tolerant_correlation, watermark_masked_correlation
 
 MODEL = "efficientnet-lite0"
 NEAR_CORRELATION = thresholds_for(MODEL).near_correlation
@@ -44,10 +44,10 @@ def unit_vectors(cosines: np.ndarray) -> np.ndarray:
 
 
 def correlation(first: bytes, second: bytes) -> float:
-    """The thumbnail correlation grouping sees between two of `files`' (same size: whole, turned, one corner out)."""
+    """The thumbnail correlation grouping sees between two of `files`' (same size: whole, turned, a box out)."""
     aspect = 640 / 480
     whole = crop_tolerant_correlation(first, [second], crops=False, aspect=aspect)[0]
-    return float(max(whole, corner_masked_correlation(first, [second], aspect)[0]))
+    return float(max(whole, watermark_masked_correlation(first, [second], aspect)[0]))
 
 
 def members(groups) -> list[set[int]]:

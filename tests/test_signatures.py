@@ -16,12 +16,12 @@ from lookalike.signatures import (
     coarse_distance,
     colours_differ,
     compute_signature,
-    corner_masked_correlation,
     crop_tolerant_correlation,
     differs_locally,
     estimate_jpeg_quality,
     looks_cropped,
     signature_distance,
+    watermark_masked_correlation,
 )
 
 
@@ -85,9 +85,9 @@ def test_a_corner_watermark_is_left_out_of_the_correlation(coffee: Image.Image) 
     original, copy = compute_signature(pixels(coffee)), compute_signature(pixels(marked))
     others = [compute_signature(pixels(sample_photo(name))) for name in ("chelsea", "astronaut", "rocket")]
     whole = crop_tolerant_correlation(original, [copy], crops=False)[0]
-    masked = corner_masked_correlation(original, [copy])[0]
+    masked = watermark_masked_correlation(original, [copy])[0]
     assert masked > 0.99 > whole
-    assert corner_masked_correlation(original, others).max() < 0.6
+    assert watermark_masked_correlation(original, others).max() < 0.6
 
 
 def test_re_encoded_and_resized_copies_stay_within_a_grey_level_or_two(coffee: Image.Image) -> None:

@@ -15,12 +15,13 @@ import numpy as np
 from .errors import LookalikeError
 from .signatures import (
     coarse_distance,
+    colourfulness_differs,
     colours_differ,
-    corner_masked_correlation,
     crop_tolerant_correlation,
     differs_locally,
     looks_cropped,
     signature_distance,
+    watermark_masked_correlation,
 )
 
 TIERS = ("identical", "same-image", "near")
@@ -103,6 +104,8 @@ class TierThresholds:
             return cosine >= self.same_image_cosine_unsigned
         if colours_differ(first.signature, second.signature):
             return False
+        if colourfulness_differs(first.signature, second.signature):
+            return False  # a black-and-white or desaturated copy is an edit
         if _resized(first, second):
             wider, other = (first, second) if first.pixels >= second.pixels else (second, first)
             small = min(other.width or 0, other.height or 0) <= SMALL_SIDE
@@ -154,9 +157,9 @@ class TierThresholds:
 
     def _pixel_correlations(self, keeper: ImageFacts, items: Sequence[ImageFacts]) -> np.ndarray:
         """The best thumbnail correlation of each item with the keeper: whole or turned first; then, for those
-        that fall short, a second look that fits their edit: without one corner (a watermark keeps the size)
-        or cropped (the keeper is normally the wider view, so its crops are the ones to try). The 625 crop
-        views cost a hundred times more than the rest: only files of another size that need them get them."""
+        that fall short, a second look that fits their edit: without one box where watermarks go (a watermark
+        keeps the size) or cropped (the keeper is normally the wider view, so its crops are the ones to try).
+        The crop views cost many times more than the rest: only files of another size that need them get them."""
         signatures = [item.signature for item in items]
         aspect = _aspect(keeper)
         found = crop_tolerant_correlation(keeper.signature, signatures, crops=False, aspect=aspect)  # type: ignore[arg-type]
@@ -167,7 +170,7 @@ class TierThresholds:
                 continue
             others = [signatures[i] for i in look]
             if same_size:
-                again = corner_masked_correlation(keeper.signature, others, aspect)  # type: ignore[arg-type]
+                again = watermark_masked_correlation(keeper.signature, others, aspect)  # type: ignore[arg-type]
             else:
                 again = crop_tolerant_correlation(keeper.signature, others, True, aspect)  # type: ignore[arg-type]
             found[look] = np.maximum(found[look], again)
