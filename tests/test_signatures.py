@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -162,6 +163,21 @@ def test_a_crop_that_kept_the_aspect_ratio_is_told_from_a_resize(coffee: Image.I
     aspect = w / h
     assert looks_cropped(original, cropped, aspect)
     assert not looks_cropped(original, resized, aspect)
+
+
+def test_a_photo_turned_and_cropped_to_fill_its_frame_still_lines_up() -> None:
+    """An editor's "turn and crop": turned 3.5 degrees, then enlarged so that no fill shows."""
+    wide = sample_photo("astronaut").convert("RGB").resize((900, 450), Image.Resampling.LANCZOS)
+    angle = math.radians(3.5)
+    zoom = math.cos(angle) + math.sin(angle) * 2.0  # the enlargement that fills a 2:1 frame again
+    w, h = wide.size
+    half_w, half_h = w / zoom / 2, h / zoom / 2
+    box = (round(w / 2 - half_w), round(h / 2 - half_h), round(w / 2 + half_w), round(h / 2 + half_h))
+    turned = wide.rotate(3.5, resample=Image.Resampling.BICUBIC).crop(box).resize((w, h), Image.Resampling.BICUBIC)
+    original = compute_signature(pixels(wide))
+    others = [compute_signature(pixels(sample_photo(name).resize((w, h)))) for name in ("coffee", "chelsea")]
+    assert crop_tolerant_correlation(original, [compute_signature(pixels(turned))], crops=False, aspect=2.0)[0] > 0.88
+    assert crop_tolerant_correlation(original, others, crops=False, aspect=2.0).max() < 0.6
 
 
 def test_jpeg_quality_is_read_from_the_file(coffee: Image.Image) -> None:

@@ -177,7 +177,9 @@ _CROPS_T = np.ascontiguousarray(_CROPS.transpose(0, 2, 1))
 TURN_DEGREES = (-5.0, -3.75, -2.5, -1.25, 1.25, 2.5, 3.75, 5.0)
 
 
-def _turn_sampling(degrees: float, aspect: float = 1.0, side: int = SIGNATURE_SIDE) -> tuple[np.ndarray, ...]:
+def _turn_sampling(
+    degrees: float, aspect: float = 1.0, zoom: float = 1.0, side: int = SIGNATURE_SIDE
+) -> tuple[np.ndarray, ...]:
     """Bilinear sampling of a thumbnail turned about its centre: (4, side*side) source pixels and weights, and
     which pixels come from inside the picture (a turned copy's corners show whatever fill the turn used, so
     they are left out). The turn is of a picture `aspect` times as wide as high, as seen in its square
@@ -185,8 +187,8 @@ def _turn_sampling(degrees: float, aspect: float = 1.0, side: int = SIGNATURE_SI
     angle = np.deg2rad(degrees)
     ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
     centre = (side - 1) / 2
-    sx = np.cos(angle) * (xs - centre) - np.sin(angle) / aspect * (ys - centre) + centre
-    sy = np.sin(angle) * aspect * (xs - centre) + np.cos(angle) * (ys - centre) + centre
+    sx = (np.cos(angle) * (xs - centre) - np.sin(angle) / aspect * (ys - centre)) / zoom + centre
+    sy = (np.sin(angle) * aspect * (xs - centre) + np.cos(angle) * (ys - centre)) / zoom + centre
     # Inside by a pixel's margin: a thumbnail pixel on the edge of the fill mixes fill into its average.
     inside = ((sx >= 0.5) & (sx <= side - 1.5) & (sy >= 0.5) & (sy <= side - 1.5)).ravel()
     sx, sy = np.clip(sx, 0, side - 1).ravel(), np.clip(sy, 0, side - 1).ravel()
@@ -200,8 +202,8 @@ def _turn_sampling(degrees: float, aspect: float = 1.0, side: int = SIGNATURE_SI
 
 @functools.lru_cache(maxsize=256)
 def _turns(aspect: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The whole picture and each of `TURN_DEGREES`, stacked: sources and weights (views, 4, pixels), and
-    inside (views, pixels)."""
+    """The whole picture, each of `TURN_DEGREES`, and each turn enlarged to fill its frame, stacked: sources
+    and weights (views, 4, pixels), and inside (views, pixels)."""
     pixels = SIGNATURE_SIDE * SIGNATURE_SIDE
     whole = (
         np.tile(np.arange(pixels), (4, 1)),
@@ -209,17 +211,36 @@ def _turns(aspect: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         np.ones(pixels, dtype=bool),
     )
     samplings = [whole] + [_turn_sampling(degrees, aspect) for degrees in TURN_DEGREES]
+    samplings += [_turn_sampling(degrees, aspect, _fill_zoom(degrees, aspect)) for degrees in TURN_DEGREES]
     return tuple(np.stack(parts) for parts in zip(*samplings))  # type: ignore[return-value]
+
+
+# A turned view enlarged to fill its frame (an editor's "turn and crop") is one more guess per turn, so it must
+# line up this much better to count: at 0.06 it found 25 of 30 such copies of photo tiles (19 without it) and
+# kept the benchmark sets' near recall and pair precision; at 0 the mixed set lost 0.6 points of each.
+ZOOMED_TURN_MARGIN = 0.06
+_VIEW_PENALTY = np.concatenate(
+    [np.zeros(1 + len(TURN_DEGREES)), np.full(len(TURN_DEGREES), ZOOMED_TURN_MARGIN)]
+).astype(np.float32)
+
+
+def _fill_zoom(degrees: float, aspect: float) -> float:
+    """How much a picture turned by `degrees` must be enlarged to fill its frame again (no fill in the corners):
+    what an editor's "turn and crop" does."""
+    angle = np.deg2rad(abs(degrees))
+    return float(np.cos(angle) + np.sin(angle) * max(aspect, 1 / aspect))
 
 
 def _whole_and_turned(flat: np.ndarray, candidates: np.ndarray, aspect: float, keeps: np.ndarray) -> np.ndarray:
     """The best Pearson correlation of each candidate thumbnail (rows of `candidates`) with `flat` (of a
-    picture `aspect` times as wide as high), whole or turned (each turn over its inside pixels only), over
-    the pixels of one of the masks `keeps` (masks, pixels)."""
+    picture `aspect` times as wide as high), whole, turned (each turn over its inside pixels only) or turned
+    and enlarged to fill (less `ZOOMED_TURN_MARGIN`), over the pixels of one of the masks `keeps`."""
     sources, weights, inside = _turns(round(min(max(aspect, 0.25), 4.0), 2))  # rounded: a few samplings serve all
     views = (flat.astype(np.float64)[sources] * weights).sum(axis=1)  # (views, pixels)
     masks = (inside[None] & keeps[:, None]).reshape(-1, flat.size).astype(np.float64)  # (masks x views, pixels)
-    return _masked_correlations(np.tile(views, (len(keeps), 1)), masks, candidates).max(axis=1)
+    correlations = _masked_correlations(np.tile(views, (len(keeps), 1)), masks, candidates)
+    penalty = np.tile(_VIEW_PENALTY, len(keeps))
+    return (correlations - penalty).max(axis=1)
 
 
 def _masked_correlations(views: np.ndarray, masks: np.ndarray, candidates: np.ndarray) -> np.ndarray:
