@@ -21,6 +21,7 @@ are still read: they are compared on grey alone.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -200,10 +201,28 @@ def _turn_sampling(
     return sources, weights, inside
 
 
-@functools.lru_cache(maxsize=256)
-def _turns(aspect: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The whole picture, each of `TURN_DEGREES`, and each turn enlarged to fill its frame, stacked: sources
-    and weights (views, 4, pixels), and inside (views, pixels)."""
+# A turned view enlarged to fill its frame (an editor's "turn and crop") is one more guess per turn, so it must
+# line up this much better to count: at 0.06 it found 25 of 30 such copies of photo tiles (19 without it) and
+# kept the benchmark sets' near recall and pair precision; at 0 the mixed set lost 0.6 points of each.
+ZOOMED_TURN_MARGIN = 0.06
+
+
+@dataclass(frozen=True)
+class _Views:
+    """How to look at a thumbnail: bilinear samplings (views, 4, pixels) of it, whole, turned and turned and
+    enlarged to fill; each view's mask as 0/1 weights (masks x views, pixels), each turn over the pixels it
+    keeps inside the picture and, for a second look, without one watermark box; and what each view's
+    correlation is lowered by."""
+
+    sources: np.ndarray
+    weights: np.ndarray
+    masks: np.ndarray
+    counts: np.ndarray
+    margins: np.ndarray
+
+
+@functools.lru_cache(maxsize=512)
+def _views(aspect: float, watermarks: bool) -> _Views:
     pixels = SIGNATURE_SIDE * SIGNATURE_SIDE
     whole = (
         np.tile(np.arange(pixels), (4, 1)),
@@ -212,16 +231,11 @@ def _turns(aspect: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
     samplings = [whole] + [_turn_sampling(degrees, aspect) for degrees in TURN_DEGREES]
     samplings += [_turn_sampling(degrees, aspect, _fill_zoom(degrees, aspect)) for degrees in TURN_DEGREES]
-    return tuple(np.stack(parts) for parts in zip(*samplings))  # type: ignore[return-value]
-
-
-# A turned view enlarged to fill its frame (an editor's "turn and crop") is one more guess per turn, so it must
-# line up this much better to count: at 0.06 it found 25 of 30 such copies of photo tiles (19 without it) and
-# kept the benchmark sets' near recall and pair precision; at 0 the mixed set lost 0.6 points of each.
-ZOOMED_TURN_MARGIN = 0.06
-_VIEW_PENALTY = np.concatenate(
-    [np.zeros(1 + len(TURN_DEGREES)), np.full(len(TURN_DEGREES), ZOOMED_TURN_MARGIN)]
-).astype(np.float32)
+    margins = [0.0] * (1 + len(TURN_DEGREES)) + [ZOOMED_TURN_MARGIN] * len(TURN_DEGREES)
+    sources, weights, inside = (np.stack(parts) for parts in zip(*samplings))
+    keeps = _WATERMARK_MASKS if watermarks else np.ones((1, pixels), dtype=bool)
+    masks = (inside[None] & keeps[:, None]).reshape(-1, pixels).astype(np.float64)
+    return _Views(sources, weights, masks, masks.sum(axis=1), np.tile(np.asarray(margins), len(keeps)))
 
 
 def _fill_zoom(degrees: float, aspect: float) -> float:
@@ -231,24 +245,25 @@ def _fill_zoom(degrees: float, aspect: float) -> float:
     return float(np.cos(angle) + np.sin(angle) * max(aspect, 1 / aspect))
 
 
-def _whole_and_turned(flat: np.ndarray, candidates: np.ndarray, aspect: float, keeps: np.ndarray) -> np.ndarray:
+def _whole_and_turned(flat: np.ndarray, candidates: np.ndarray, aspect: float, watermarks: bool) -> np.ndarray:
     """The best Pearson correlation of each candidate thumbnail (rows of `candidates`) with `flat` (of a
-    picture `aspect` times as wide as high), whole, turned (each turn over its inside pixels only) or turned
-    and enlarged to fill (less `ZOOMED_TURN_MARGIN`), over the pixels of one of the masks `keeps`."""
-    sources, weights, inside = _turns(round(min(max(aspect, 0.25), 4.0), 2))  # rounded: a few samplings serve all
-    views = (flat.astype(np.float64)[sources] * weights).sum(axis=1)  # (views, pixels)
-    masks = (inside[None] & keeps[:, None]).reshape(-1, flat.size).astype(np.float64)  # (masks x views, pixels)
-    correlations = _masked_correlations(np.tile(views, (len(keeps), 1)), masks, candidates)
-    penalty = np.tile(_VIEW_PENALTY, len(keeps))
-    return (correlations - penalty).max(axis=1)
+    picture `aspect` times as wide as high) over `_views`: whole, turned (each turn over its inside pixels
+    only) and turned and enlarged to fill (less `ZOOMED_TURN_MARGIN`); with `watermarks`, each without one of
+    the watermark boxes."""
+    look = _views(round(min(max(aspect, 0.25), 4.0), 2), watermarks)  # rounded: a few lookups serve all
+    views = (flat.astype(np.float64)[look.sources] * look.weights).sum(axis=1)  # (views, pixels)
+    views = np.tile(views, (len(look.masks) // len(views), 1))
+    correlations = _masked_correlations(views, look.masks, look.counts, candidates)
+    return (correlations - look.margins).max(axis=1).astype(np.float32)
 
 
-def _masked_correlations(views: np.ndarray, masks: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+def _masked_correlations(
+    views: np.ndarray, masks: np.ndarray, counts: np.ndarray, candidates: np.ndarray
+) -> np.ndarray:
     """(candidates, views) Pearson correlations of each candidate with each view over that view's mask (0/1
-    weights), from masked sums: three matrix products with the candidates for all views at once, instead of
-    a standardised copy of the candidates per mask. 0 where either side is flat."""
+    weights; `counts` pixels each), from masked sums: three matrix products with the candidates for all views at
+    once, instead of a standardised copy of the candidates per mask. 0 where either side is flat."""
     rows = candidates.astype(np.float64)
-    counts = masks.sum(axis=1)
     masked_views = masks * views
     view_sums = masked_views.sum(axis=1)
     view_spreads = (masked_views * views).sum(axis=1) - view_sums * view_sums / counts
@@ -257,7 +272,7 @@ def _masked_correlations(views: np.ndarray, masks: np.ndarray, candidates: np.nd
     covariances = rows @ masked_views.T - row_sums * view_sums / counts
     flat = (row_spreads <= 1e-6 * counts) | (view_spreads <= 1e-6 * counts)
     correlations = covariances / np.sqrt(np.maximum(row_spreads * view_spreads, 1e-12))
-    return np.where(flat, 0.0, correlations).astype(np.float32)
+    return np.where(flat, 0.0, correlations)
 
 
 def _standardise(rows: np.ndarray) -> np.ndarray:
@@ -281,7 +296,7 @@ def crop_tolerant_correlation(wider: bytes, others: list[bytes], crops: bool = T
     """
     thumbnail = signature_array(wider).reshape(SIGNATURE_SIDE, SIGNATURE_SIDE)
     raw = np.stack([signature_array(other) for other in others])
-    best = _whole_and_turned(thumbnail.ravel(), raw, aspect, np.ones((1, THUMBNAIL_BYTES), dtype=bool))
+    best = _whole_and_turned(thumbnail.ravel(), raw, aspect, watermarks=False)
     candidates = _standardise(raw)
     if crops:
         rows = np.matmul(_CROPS, thumbnail)  # every vertical crop: (25, 32, 32)
@@ -333,7 +348,7 @@ def watermark_masked_correlation(first: bytes, others: list[bytes], aspect: floa
     watermark on a drawing on a plain background moves the whole-picture correlation a lot, and the rest of
     the picture not at all."""
     candidates = np.stack([signature_array(other) for other in others])
-    return _whole_and_turned(signature_array(first), candidates, aspect, _WATERMARK_MASKS)
+    return _whole_and_turned(signature_array(first), candidates, aspect, watermarks=True)
 
 
 LOCAL_EDIT_LEVEL = 2.5  # RMS grey levels the worst 4 x 4 cell of two thumbnails must differ by ...
