@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
 from copydetect_data import source_paths
+from duplicate_variants import VARIANT_EDITS
 from lookalike.demo import SAMPLE_PHOTOS, sample_photo
 from lookalike.signatures import THUMBNAIL_BYTES, compute_signature
 
@@ -227,11 +228,13 @@ def _chain_step(image: Image.Image, step: int) -> Image.Image:
 
 def build_set(folder: Path, quick: bool = False, seed: int = 1338, kind: str = "mixed") -> list[LabelledFile]:
     """Write the labelled set into `folder` (emptied first) and return what each file is. `kind` "mixed" is
-    clip art and photo tiles, a third of them copied; "wallpapers" is tiles of photographs alone, half copied."""
+    clip art and photo tiles, a third of them copied; "wallpapers" is tiles of photographs alone, half copied;
+    "variants" is the same tiles, half of them copied once with one of duplicate_variants.VARIANT_EDITS."""
     rng = np.random.default_rng(seed)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     sources = _source_images(quick, rng) if kind == "mixed" else _distinct(_wallpaper_sources(quick))
+    make_copies = _variant_copies if kind == "variants" else _copies
     share = 3 if kind == "mixed" else 2
     copied = set(int(i) for i in rng.choice(len(sources), size=len(sources) // share, replace=False))
     chained = set(int(i) for i in rng.choice(sorted(set(range(len(sources))) - copied), size=10 if quick else 40))
@@ -241,7 +244,7 @@ def build_set(folder: Path, quick: bool = False, seed: int = 1338, kind: str = "
         original = _save_original(image, stem)
         files.append(LabelledFile(str(original), number, "original", ""))
         if number in copied:
-            files += _copies(image, original, number, rng)
+            files += make_copies(image, original, number, rng)
         if number in chained:
             for step in range(1, CHAIN_LENGTH):
                 target = folder / "chains" / f"s{number:05}-step{step}.jpg"
@@ -265,3 +268,14 @@ def _copies(image: Image.Image, original: Path, number: int, rng: np.random.Gene
         LabelledFile(str(same), number, "same-image", same_edit),
         LabelledFile(str(near), number, "near", near_edit),
     ]
+
+
+def _variant_copies(image: Image.Image, original: Path, number: int, rng: np.random.Generator) -> list[LabelledFile]:
+    """One copy with the next of the variant edits, in turn, labelled with its tier."""
+    copies = original.parent / "copies"
+    copies.mkdir(exist_ok=True)
+    name = list(VARIANT_EDITS)[number % len(VARIANT_EDITS)]
+    tier, edit, quality = VARIANT_EDITS[name]
+    target = copies / f"s{number:05}-{tier}-{name}.jpg"
+    edit(_flatten(image), rng).save(target, quality=quality)
+    return [LabelledFile(str(target), number, tier, name)]

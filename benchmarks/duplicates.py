@@ -109,6 +109,8 @@ def evaluate_groups(groups: list, data: dict) -> dict:
     result: dict = {}
     for label in ("identical", "same-image", "near"):
         copies = [i for i, t in enumerate(tier) if t == label]
+        if not copies:
+            continue  # the variants set has no byte copies
         verdicts = [_link(parent, i, originals[int(source[i])]) for i in copies]
         result[label] = {
             "copies": len(copies),
@@ -184,7 +186,7 @@ def evaluate_phash(data: dict) -> dict:
     for label in ("identical", "same-image", "near"):
         copies = [i for i, t in enumerate(tier) if t == label]
         found = [(min(i, originals[int(source[i])]), max(i, originals[int(source[i])])) in close for i in copies]
-        result[label] = {"copies": len(copies), "found": sum(found) / len(copies)}
+        result[label] = {"copies": len(copies), "found": sum(found) / max(1, len(copies))}
     result["pairs"] = len(close)
     result["precision"] = sum(source[a] == source[b] for a, b in close) / max(1, len(close))
     return result
@@ -318,8 +320,9 @@ def main() -> None:
     parser.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sweep", action="store_true", help="also measure other near-tier settings")
     parser.add_argument(
-        "--set", choices=("mixed", "wallpapers"), default="mixed",
-        help="mixed: clip art and photo tiles (the default); wallpapers: tiles of photographs alone (no scale runs)",
+        "--set", choices=("mixed", "wallpapers", "variants"), default="mixed",
+        help="mixed: clip art and photo tiles (the default); wallpapers: tiles of photographs alone; variants: the "
+        "same tiles, each copied once with another strength or placement of an edit (no scale runs for either)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -337,7 +340,7 @@ def main() -> None:
     phash = evaluate_phash(data)
     print("PHash<=10:", json.dumps(phash), flush=True)
     swept = sweep(data) if args.sweep else []
-    default_sizes = "" if args.set == "wallpapers" else "10000" if args.quick else "10000,30000,100000"
+    default_sizes = "" if args.set != "mixed" else "10000" if args.quick else "10000,30000,100000"
     sizes = [int(s) for s in (default_sizes if args.sizes is None else args.sizes).split(",") if s]
     scale = run_scale(args.work, sizes, args.quick)
     machine = f"{os.cpu_count()} cores, Python {platform.python_version()}"

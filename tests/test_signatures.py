@@ -15,6 +15,7 @@ from lookalike.signatures import (
     THUMBNAIL_BYTES,
     SignatureError,
     coarse_distance,
+    colourfulness_differs,
     colours_differ,
     compute_signature,
     crop_tolerant_correlation,
@@ -58,6 +59,15 @@ def test_colours_tell_a_recoloured_picture_from_a_toned_copy(coffee: Image.Image
     assert not colours_differ(original, compute_signature(pixels(toned)))
     assert not colours_differ(original, compute_signature(pixels(grey)))  # may be a black-and-white copy
     assert not colours_differ(original[:THUMBNAIL_BYTES], recoloured)  # stored before colour: grey alone decides
+
+
+def test_a_black_and_white_copy_keeps_too_little_colour_to_be_the_same_picture(coffee: Image.Image) -> None:
+    original = compute_signature(pixels(coffee))
+    grey = compute_signature(pixels(coffee.convert("L").convert("RGB")))
+    reencoded = compute_signature(pixels(jpeg(coffee, 75)[0]))
+    assert colourfulness_differs(original, grey)
+    assert not colourfulness_differs(original, reencoded)
+    assert not colours_differ(original, grey)  # yet it may be a near duplicate: its layout is the original's
 
 
 def test_signatures_stored_before_the_colour_thumbnail_still_compare(coffee: Image.Image) -> None:
