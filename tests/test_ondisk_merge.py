@@ -99,6 +99,8 @@ def test_a_collection_reindexed_on_disk_by_the_cli_searches_as_one_in_memory(tmp
     assert len(data_files(tmp_path / "disk")) == 1
     with Collection.open(tmp_path / "disk") as collection:
         assert is_on_disk(collection.index()) and collection.index().read_only
+        data_file = data_files(tmp_path / "disk")[0]
+        assert collection.info().bytes_on_disk[data_file.name] == data_file.stat().st_size  # counted by `info`
     assert _hits(tmp_path / "disk") == _hits(tmp_path / "memory")
 
     # A fresh process opens it mapped, from a copy of the folder elsewhere (the data file is named relatively).

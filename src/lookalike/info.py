@@ -10,6 +10,7 @@ from .catalog import CATALOG_FILE, Catalog
 from .embedding_shards import SHARD_FOLDER
 from .index import INDEX_FILE
 from .index_store import IndexStore
+from .ondisk import data_files
 from .settings import MANIFEST_FILE, read_settings
 from .storage import scratch_files
 
@@ -50,6 +51,8 @@ def describe(folder: Path, catalog: Catalog, store: IndexStore) -> CollectionInf
         path = folder / name
         if path.exists():
             sizes[name] = path.stat().st_size
+    for path in data_files(folder):  # an index merged on disk keeps its inverted lists here
+        sizes[path.name] = path.stat().st_size
     shard_files, shard_bytes = catalog.shard_files.bytes_on_disk()
     if shard_files:
         sizes[SHARD_FOLDER] = shard_bytes
