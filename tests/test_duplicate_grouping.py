@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from lookalike.duplicates import ImageFacts, find_duplicates, thresholds_for
-from lookalike.signatures import crop_tolerant_correlation, watermark_masked_correlation
+from lookalike.thumbnail_alignment import crop_tolerant_correlation, watermark_masked_correlation
 
 MODEL = "efficientnet-lite0"
 NEAR_CORRELATION = thresholds_for(MODEL).near_correlation

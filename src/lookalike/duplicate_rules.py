@@ -13,14 +13,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .errors import LookalikeError
-from .signatures import (
-    coarse_distance,
-    colourfulness_differs,
-    colours_differ,
+from .signatures import coarse_distance, colourfulness_differs, colours_differ, signature_distance
+from .thumbnail_alignment import (
     crop_tolerant_correlation,
     differs_locally,
     looks_cropped,
-    signature_distance,
     watermark_masked_correlation,
 )
 

@@ -1,0 +1,253 @@
+"""How two pixel signatures' thumbnails line up under the near tier's edits: crops, turns, a turn and crop,
+a watermark, a local change.
+
+Pearson correlation of the 32 x 32 grey thumbnails ignores brightness and contrast; the views tried here make
+it ignore a crop of up to 10% per side, a turn of up to 5 degrees (as a turn of the picture itself: a wide
+photo's turn is sheared in its square thumbnail), the fill a turn leaves in the corners, and one box where
+watermarks go. Each view is a bilinear sampling of the wider picture's thumbnail, and all views and masks of one
+comparison come from three matrix products with the candidates. The choices are measured in
+docs/benchmarks.md, "Duplicates".
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .signatures import SIGNATURE_SIDE, THUMBNAIL_BYTES, signature_array
+
+# Crop fractions tried per side when matching a cropped copy against a wider view; covers the "up to ~10% per
+# side" crops of the near tier. Steps of 2.5% found 86% of the benchmark's crops, steps of 5% 72%.
+CROP_STEPS = (0.0, 0.025, 0.05, 0.075, 0.10)
+
+
+def _crop_matrices(side: int = SIGNATURE_SIDE) -> np.ndarray:
+    """(len(CROP_STEPS)**2, side, side) matrices M with M @ x = x cropped (start, end) and stretched back."""
+    matrices = []
+    for start in CROP_STEPS:
+        for end in CROP_STEPS:
+            # Output pixel i samples the input at start + (i + 0.5) * (1 - start - end) * side / side - 0.5.
+            positions = (start + (np.arange(side) + 0.5) / side * (1 - start - end)) * side - 0.5
+            positions = np.clip(positions, 0, side - 1)
+            low = np.floor(positions).astype(int)
+            high = np.minimum(low + 1, side - 1)
+            weight = (positions - low).astype(np.float32)
+            matrix = np.zeros((side, side), dtype=np.float32)
+            matrix[np.arange(side), low] += 1 - weight
+            matrix[np.arange(side), high] += weight
+            matrices.append(matrix)
+    return np.stack(matrices)
+
+
+_CROPS = _crop_matrices()
+_CROPS_T = np.ascontiguousarray(_CROPS.transpose(0, 2, 1))
+# Turns tried, for the "small turn" edits of the near tier; steps of 1.25 degrees found 4 more of the three
+# benchmark sets' 1,100 turned copies than steps of 2.5.
+TURN_DEGREES = (-5.0, -3.75, -2.5, -1.25, 1.25, 2.5, 3.75, 5.0)
+
+
+def _turn_sampling(
+    degrees: float, aspect: float = 1.0, zoom: float = 1.0, side: int = SIGNATURE_SIDE
+) -> tuple[np.ndarray, ...]:
+    """Bilinear sampling of a thumbnail turned about its centre: (4, side*side) source pixels and weights, and
+    which pixels come from inside the picture (a turned copy's corners show whatever fill the turn used, so
+    they are left out). The turn is of a picture `aspect` times as wide as high, as seen in its square
+    thumbnail: there the picture is squeezed to a square, so a turn of a wide photo is a turn with a shear."""
+    angle = np.deg2rad(degrees)
+    ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
+    centre = (side - 1) / 2
+    sx = (np.cos(angle) * (xs - centre) - np.sin(angle) / aspect * (ys - centre)) / zoom + centre
+    sy = (np.sin(angle) * aspect * (xs - centre) + np.cos(angle) * (ys - centre)) / zoom + centre
+    # Inside by a pixel's margin: a thumbnail pixel on the edge of the fill mixes fill into its average.
+    inside = ((sx >= 0.5) & (sx <= side - 1.5) & (sy >= 0.5) & (sy <= side - 1.5)).ravel()
+    sx, sy = np.clip(sx, 0, side - 1).ravel(), np.clip(sy, 0, side - 1).ravel()
+    x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
+    x1, y1 = np.minimum(x0 + 1, side - 1), np.minimum(y0 + 1, side - 1)
+    fx, fy = sx - x0, sy - y0
+    sources = np.stack([y0 * side + x0, y0 * side + x1, y1 * side + x0, y1 * side + x1])
+    weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
+    return sources, weights, inside
+
+
+# A turned view enlarged to fill its frame (an editor's "turn and crop") is one more guess per turn, so it must
+# line up this much better to count: at 0.06 it found 25 of 30 such copies of photo tiles (19 without it) and
+# kept the benchmark sets' near recall and pair precision; at 0 the mixed set lost 0.6 points of each.
+ZOOMED_TURN_MARGIN = 0.06
+
+
+@dataclass(frozen=True)
+class _Views:
+    """How to look at a thumbnail: bilinear samplings (views, 4, pixels) of it, whole, turned and turned and
+    enlarged to fill; each view's mask as 0/1 weights (masks x views, pixels), each turn over the pixels it
+    keeps inside the picture and, for a second look, without one watermark box; and what each view's
+    correlation is lowered by."""
+
+    sources: np.ndarray
+    weights: np.ndarray
+    masks: np.ndarray
+    counts: np.ndarray
+    margins: np.ndarray
+
+
+@functools.lru_cache(maxsize=512)
+def _views(aspect: float, watermarks: bool) -> _Views:
+    pixels = SIGNATURE_SIDE * SIGNATURE_SIDE
+    whole = (
+        np.tile(np.arange(pixels), (4, 1)),
+        np.vstack([np.ones(pixels), np.zeros((3, pixels))]),
+        np.ones(pixels, dtype=bool),
+    )
+    samplings = [whole] + [_turn_sampling(degrees, aspect) for degrees in TURN_DEGREES]
+    samplings += [_turn_sampling(degrees, aspect, _fill_zoom(degrees, aspect)) for degrees in TURN_DEGREES]
+    margins = [0.0] * (1 + len(TURN_DEGREES)) + [ZOOMED_TURN_MARGIN] * len(TURN_DEGREES)
+    sources, weights, inside = (np.stack(parts) for parts in zip(*samplings))
+    keeps = _WATERMARK_MASKS if watermarks else np.ones((1, pixels), dtype=bool)
+    masks = (inside[None] & keeps[:, None]).reshape(-1, pixels).astype(np.float64)
+    return _Views(sources, weights, masks, masks.sum(axis=1), np.tile(np.asarray(margins), len(keeps)))
+
+
+def _fill_zoom(degrees: float, aspect: float) -> float:
+    """How much a picture turned by `degrees` must be enlarged to fill its frame again (no fill in the corners):
+    what an editor's "turn and crop" does."""
+    angle = np.deg2rad(abs(degrees))
+    return float(np.cos(angle) + np.sin(angle) * max(aspect, 1 / aspect))
+
+
+def _whole_and_turned(flat: np.ndarray, candidates: np.ndarray, aspect: float, watermarks: bool) -> np.ndarray:
+    """The best Pearson correlation of each candidate thumbnail (rows of `candidates`) with `flat` (of a
+    picture `aspect` times as wide as high) over `_views`: whole, turned (each turn over its inside pixels
+    only) and turned and enlarged to fill (less `ZOOMED_TURN_MARGIN`); with `watermarks`, each without one of
+    the watermark boxes."""
+    look = _views(round(min(max(aspect, 0.25), 4.0), 2), watermarks)  # rounded: a few lookups serve all
+    views = (flat.astype(np.float64)[look.sources] * look.weights).sum(axis=1)  # (views, pixels)
+    views = np.tile(views, (len(look.masks) // len(views), 1))
+    correlations = _masked_correlations(views, look.masks, look.counts, candidates)
+    return (correlations - look.margins).max(axis=1).astype(np.float32)
+
+
+def _masked_correlations(
+    views: np.ndarray, masks: np.ndarray, counts: np.ndarray, candidates: np.ndarray
+) -> np.ndarray:
+    """(candidates, views) Pearson correlations of each candidate with each view over that view's mask (0/1
+    weights; `counts` pixels each), from masked sums: three matrix products with the candidates for all views at
+    once, instead of a standardised copy of the candidates per mask. 0 where either side is flat."""
+    rows = candidates.astype(np.float64)
+    masked_views = masks * views
+    view_sums = masked_views.sum(axis=1)
+    view_spreads = (masked_views * views).sum(axis=1) - view_sums * view_sums / counts
+    row_sums = rows @ masks.T
+    row_spreads = (rows * rows) @ masks.T - row_sums * row_sums / counts
+    covariances = rows @ masked_views.T - row_sums * view_sums / counts
+    flat = (row_spreads <= 1e-6 * counts) | (view_spreads <= 1e-6 * counts)
+    correlations = covariances / np.sqrt(np.maximum(row_spreads * view_spreads, 1e-12))
+    return np.where(flat, 0.0, correlations)
+
+
+def _standardise(rows: np.ndarray) -> np.ndarray:
+    """Rows to zero mean and unit length, so that a dot product is a Pearson correlation (tone-invariant)."""
+    rows = rows - rows.mean(axis=-1, keepdims=True)
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return rows / np.maximum(norms, 1e-6)
+
+
+def crop_tolerant_correlation(wider: bytes, others: list[bytes], crops: bool = True, aspect: float = 1.0) -> np.ndarray:
+    """For each of `others`, the best Pearson correlation of its thumbnail with a crop or turn of `wider`'s.
+
+    With `crops`, crops of 0 to 10% on each side of `wider` (resampled from its thumbnail, in steps of 2.5%)
+    are tried, so a cropped copy still lines up with its original: first the 81 crops in steps of 5%, then,
+    for each of `others`, the 81 around its best one in steps of 2.5% (correlation changes smoothly with the
+    crop, and this tries 162 views of the 625 for the same result on the benchmark's copies). Without
+    `crops`, only the whole picture (for a file of the same size, which a crop rarely is). Turns of up to
+    5 degrees either way (`TURN_DEGREES`) are always tried, as turns of the picture itself (`aspect`: `wider`'s
+    width over its height) and over the pixels they keep inside it. Correlation ignores brightness and
+    contrast, and a small watermark only lowers it a little. Flat thumbnails (one grey level) correlate with nothing.
+    """
+    thumbnail = signature_array(wider).reshape(SIGNATURE_SIDE, SIGNATURE_SIDE)
+    raw = np.stack([signature_array(other) for other in others])
+    best = _whole_and_turned(thumbnail.ravel(), raw, aspect, watermarks=False)
+    candidates = _standardise(raw)
+    if crops:
+        rows = np.matmul(_CROPS, thumbnail)  # every vertical crop: (25, 32, 32)
+        coarse = _standardise(_crop_views(rows, _COARSE, _COARSE)) @ candidates.T  # (81, len(others))
+        for column, view in enumerate(coarse.argmax(axis=0).tolist()):
+            vertical, horizontal = _COARSE[view // len(_COARSE)], _COARSE[view % len(_COARSE)]
+            fine = _standardise(_crop_views(rows, _around(vertical), _around(horizontal))) @ candidates[column]
+            best[column] = max(best[column], coarse[view, column], fine.max())
+    return best
+
+
+_STEPS = len(CROP_STEPS)
+_COARSE = [start * _STEPS + end for start in range(0, _STEPS, 2) for end in range(0, _STEPS, 2)]  # 0, 5, 10%
+
+
+def _around(crop: int) -> list[int]:
+    """The crops whose start and end are each within one step of `crop`'s (itself included)."""
+    start, end = divmod(crop, _STEPS)
+    near = [s for s in (start - 1, start, start + 1) if 0 <= s < _STEPS]
+    return [s * _STEPS + e for s in near for e in (end - 1, end, end + 1) if 0 <= e < _STEPS]
+
+
+def _crop_views(rows: np.ndarray, vertical: list[int], horizontal: list[int]) -> np.ndarray:
+    """Thumbnails cropped by each of the `vertical` crops (rows already applied) and each `horizontal` one."""
+    return np.matmul(rows[vertical][:, None], _CROPS_T[horizontal][None]).reshape(-1, THUMBNAIL_BYTES)
+
+
+def _watermark_masks(rows: int = 4, columns: int = 8) -> np.ndarray:
+    """(6, 1,024) booleans: the whole thumbnail but one box (an eighth of its height, a quarter of its width),
+    in each corner and in the middle of the top and bottom edges: where a watermark, a logo, a caption or a
+    date stamp is put. The two middle boxes found 6 more of 22 copies with a caption at the bottom centre and
+    cost no precision on the benchmark's sets."""
+    masks = np.ones((6, SIGNATURE_SIDE, SIGNATURE_SIDE), dtype=bool)
+    top, bottom = slice(0, rows), slice(SIGNATURE_SIDE - rows, SIGNATURE_SIDE)
+    left, right = slice(0, columns), slice(SIGNATURE_SIDE - columns, SIGNATURE_SIDE)
+    middle = slice((SIGNATURE_SIDE - columns) // 2, (SIGNATURE_SIDE + columns) // 2)
+    boxes = ((top, left), (top, right), (bottom, left), (bottom, right), (top, middle), (bottom, middle))
+    for box, (ys, xs) in enumerate(boxes):
+        masks[box, ys, xs] = False
+    return masks.reshape(6, -1)
+
+
+_WATERMARK_MASKS = _watermark_masks()
+
+
+def watermark_masked_correlation(first: bytes, others: list[bytes], aspect: float = 1.0) -> np.ndarray:
+    """For each of `others`, the best Pearson correlation of its thumbnail with `first`'s (whole, or turned
+    as `crop_tolerant_correlation` turns it) leaving out one box where watermarks go (`_watermark_masks`): a
+    watermark on a drawing on a plain background moves the whole-picture correlation a lot, and the rest of
+    the picture not at all."""
+    candidates = np.stack([signature_array(other) for other in others])
+    return _whole_and_turned(signature_array(first), candidates, aspect, watermarks=True)
+
+
+LOCAL_EDIT_LEVEL = 2.5  # RMS grey levels the worst 4 x 4 cell of two thumbnails must differ by ...
+LOCAL_EDIT_SHARE = 5.0  # ... and how many times the whole thumbnail's RMS difference that must be
+
+
+def differs_locally(first: bytes, second: bytes) -> bool:
+    """Whether two thumbnails' difference sits in one place: a label, a logo or a date stamp put on a copy.
+    A re-encode or a conversion spreads its small differences over the whole picture (on the benchmark's
+    copies the worst 4 x 4 cell held at most 3.9 times the whole's RMS difference); a corner watermark put
+    5.7 to 7.8 times into one cell."""
+    difference = (signature_array(first) - signature_array(second)).reshape(SIGNATURE_SIDE, SIGNATURE_SIDE)
+    squares = difference * difference
+    cells = squares.reshape(SIGNATURE_SIDE // 4, 4, SIGNATURE_SIDE // 4, 4).mean(axis=(1, 3))
+    worst = float(np.sqrt(cells.max()))
+    whole = float(np.sqrt(squares.mean()))
+    return worst >= LOCAL_EDIT_LEVEL and worst >= LOCAL_EDIT_SHARE * whole
+
+
+CROPPED_FIT = 2.5  # how many times closer a crop of the wider picture must fit than the whole, to call it a crop
+
+
+def looks_cropped(wider: bytes, other: bytes, aspect: float = 1.0) -> bool:
+    """Whether `other` lines up better with a crop of `wider` than with the whole of it: a crop that kept the
+    aspect ratio, not a resize. Measured as how much of the whole picture's misfit (1 - correlation) the best
+    crop removes: on the benchmark's copies a resize's best crop left at least 1 / 2.1 of it, a crop of 2-10%
+    per side at most 1 / 2.2 (mostly under 1 / 5; smooth photos change little when cropped, so the absolute
+    gain can be under 0.005)."""
+    whole = signature_array(wider)[None]
+    plain = float((_standardise(whole) @ _standardise(signature_array(other)[None]).T)[0, 0])
+    best = float(crop_tolerant_correlation(wider, [other], True, aspect)[0])
+    return 1.0 - plain >= CROPPED_FIT * max(1.0 - best, 1e-4)
