@@ -15,6 +15,8 @@ from lookalike.signatures import compute_signature
 from lookalike.thumbnail_alignment import (
     crop_tolerant_correlation,
     differs_locally,
+    grown_canvas_correlation,
+    grown_canvas_turn,
     looks_cropped,
     watermark_masked_correlation,
 )
@@ -114,3 +116,19 @@ def test_a_photo_turned_and_cropped_to_fill_its_frame_still_lines_up() -> None:
     others = [compute_signature(pixels(sample_photo(name).resize((w, h)))) for name in ("coffee", "chelsea")]
     assert crop_tolerant_correlation(original, [compute_signature(pixels(turned))], crops=False, aspect=2.0)[0] > 0.88
     assert crop_tolerant_correlation(original, others, crops=False, aspect=2.0).max() < 0.6
+
+
+@pytest.mark.parametrize("size", [(900, 450), (500, 500)])
+def test_a_photo_turned_on_a_grown_canvas_lines_up_with_the_picture_it_holds(size: tuple[int, int]) -> None:
+    """ImageMagick's -rotate grows the canvas to hold the whole turned picture: the copy is turned and framed.
+    The turn is told by the two sizes (for a square picture, only while the canvas is not scaled)."""
+    picture = sample_photo("astronaut").convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    grown = picture.rotate(3, resample=Image.Resampling.BICUBIC, expand=True, fillcolor="white")
+    assert grown_canvas_turn(grown.size, picture.size) == pytest.approx(3, abs=0.3)
+    assert grown_canvas_turn(picture.size, picture.size) is None  # no turn: nothing to undo
+    original = compute_signature(pixels(picture))
+    canvas = compute_signature(pixels(grown))
+    others = [compute_signature(pixels(sample_photo(name).resize(size))) for name in ("coffee", "chelsea")]
+    assert grown_canvas_correlation(canvas, [original], grown.size, [size])[0] > 0.95
+    assert crop_tolerant_correlation(canvas, [original], aspect=grown.width / grown.height)[0] < 0.95
+    assert grown_canvas_correlation(canvas, others, grown.size, [size, size]).max() < 0.6

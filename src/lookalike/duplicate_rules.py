@@ -17,6 +17,7 @@ from .signatures import coarse_distance, colourfulness_differs, colours_differ, 
 from .thumbnail_alignment import (
     crop_tolerant_correlation,
     differs_locally,
+    grown_canvas_correlation,
     looks_cropped,
     watermark_masked_correlation,
 )
@@ -155,7 +156,8 @@ class TierThresholds:
     def _pixel_correlations(self, keeper: ImageFacts, items: Sequence[ImageFacts]) -> np.ndarray:
         """The best thumbnail correlation of each item with the keeper: whole or turned first; then, for those
         that fall short, a second look that fits their edit: without one box where watermarks go (a watermark
-        keeps the size) or cropped (the keeper is normally the wider view, so its crops are the ones to try).
+        keeps the size), or cropped, or turned on a grown canvas (the keeper is normally the wider view, so its
+        crops and its canvas are the ones to try).
         The crop views cost many times more than the rest: only files of another size that need them get them."""
         signatures = [item.signature for item in items]
         aspect = _aspect(keeper)
@@ -170,6 +172,10 @@ class TierThresholds:
                 again = watermark_masked_correlation(keeper.signature, others, aspect)  # type: ignore[arg-type]
             else:
                 again = crop_tolerant_correlation(keeper.signature, others, True, aspect)  # type: ignore[arg-type]
+                sizes = [(items[i].width or 1, items[i].height or 1) for i in look]
+                canvas = (keeper.width or 1, keeper.height or 1)
+                grown = grown_canvas_correlation(keeper.signature, others, canvas, sizes)  # type: ignore[arg-type]
+                again = np.maximum(again, grown)
             found[look] = np.maximum(found[look], again)
         return found
 

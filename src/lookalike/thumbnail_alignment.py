@@ -251,3 +251,72 @@ def looks_cropped(wider: bytes, other: bytes, aspect: float = 1.0) -> bool:
     plain = float((_standardise(whole) @ _standardise(signature_array(other)[None]).T)[0, 0])
     best = float(crop_tolerant_correlation(wider, [other], True, aspect)[0])
     return 1.0 - plain >= CROPPED_FIT * max(1.0 - best, 1e-4)
+
+
+MAX_GROWN_TURN = 7.0  # degrees: the largest turn on a grown canvas that is looked for
+
+
+def grown_canvas_turn(canvas: tuple[int, int], picture: tuple[int, int]) -> float | None:
+    """The turn (degrees, unsigned) that puts a picture of size `picture` (width, height) on a canvas grown to
+    hold all of it, as ImageMagick's -rotate does, when the canvas has size `canvas`; None when no turn of 0.5
+    to `MAX_GROWN_TURN` degrees does.
+
+    Such a canvas is a cos t + sin t wide and a sin t + cos t high (the picture a wide and 1 high), so the
+    aspect ratios tell the turn: tan t = (a - c) / (a c - 1) for canvas aspect c, whatever the canvas was
+    scaled to. A square picture's canvas stays square; then the sizes themselves tell it (cos t + sin t is
+    the canvas's width over the picture's), if the canvas was not scaled."""
+    a, c = picture[0] / picture[1], canvas[0] / canvas[1]
+    if abs(a - 1.0) >= 0.05 and abs(a * c - 1.0) > 1e-6:
+        degrees = float(np.degrees(np.arctan((a - c) / (a * c - 1.0))))
+    else:
+        ratio = canvas[0] / picture[0]
+        degrees = float(np.degrees(np.arcsin(min(ratio / np.sqrt(2.0), 1.0)))) - 45.0
+    return degrees if 0.5 <= degrees <= MAX_GROWN_TURN else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _grown_turn_sampling(degrees: float, picture_aspect: float, side: int = SIGNATURE_SIDE) -> tuple[np.ndarray, ...]:
+    """Bilinear sampling of a grown canvas's thumbnail at the picture it holds, turned back by `degrees`:
+    (4, pixels) sources and weights, and the pixels sampled a pixel inside the canvas."""
+    a, angle = picture_aspect, np.deg2rad(degrees)
+    canvas_w = a * abs(np.cos(angle)) + abs(np.sin(angle))
+    canvas_h = a * abs(np.sin(angle)) + abs(np.cos(angle))
+    ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
+    x, y = ((xs + 0.5) / side - 0.5) * a, (ys + 0.5) / side - 0.5  # the picture's frame, 1 high
+    turned_x = np.cos(angle) * x - np.sin(angle) * y
+    turned_y = np.sin(angle) * x + np.cos(angle) * y
+    sx = ((turned_x / canvas_w + 0.5) * side - 0.5).ravel()
+    sy = ((turned_y / canvas_h + 0.5) * side - 0.5).ravel()
+    inside = (sx >= 0.5) & (sx <= side - 1.5) & (sy >= 0.5) & (sy <= side - 1.5)
+    # ... and a pixel inside the picture's own edges: there the canvas's thumbnail mixes in the fill around it.
+    inside &= ((xs >= 1) & (xs <= side - 2) & (ys >= 1) & (ys <= side - 2)).ravel()
+    sx, sy = np.clip(sx, 0, side - 1), np.clip(sy, 0, side - 1)
+    x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
+    x1, y1 = np.minimum(x0 + 1, side - 1), np.minimum(y0 + 1, side - 1)
+    fx, fy = sx - x0, sy - y0
+    sources = np.stack([y0 * side + x0, y0 * side + x1, y1 * side + x0, y1 * side + x1])
+    weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
+    return sources, weights, inside
+
+
+def grown_canvas_correlation(
+    canvas: bytes, others: list[bytes], canvas_size: tuple[int, int], other_sizes: list[tuple[int, int]]
+) -> np.ndarray:
+    """For each of `others`, the best Pearson correlation of its thumbnail with the picture `canvas` would hold
+    if it were that file turned on a grown canvas (the turn told by the two sizes, `grown_canvas_turn`,
+    either way); -1 where the sizes tell no small turn. Such a copy is both turned and framed, which neither
+    the crops nor the turns of `crop_tolerant_correlation` undo."""
+    flat = signature_array(canvas).astype(np.float64)
+    best = np.full(len(others), -1.0, dtype=np.float32)
+    for i, (other, size) in enumerate(zip(others, other_sizes)):
+        degrees = grown_canvas_turn(canvas_size, size)
+        if degrees is None:
+            continue
+        aspect = round(size[0] / size[1], 3)
+        samplings = [_grown_turn_sampling(sign * round(degrees, 2), aspect) for sign in (1.0, -1.0)]
+        sources, weights, inside = (np.stack(parts) for parts in zip(*samplings))
+        views = (flat[sources] * weights).sum(axis=1)
+        masks = inside.astype(np.float64)
+        correlations = _masked_correlations(views, masks, masks.sum(axis=1), signature_array(other)[None])
+        best[i] = float(correlations.max())
+    return best
