@@ -60,9 +60,15 @@ def _turn_sampling(
     centre = (side - 1) / 2
     sx = (np.cos(angle) * (xs - centre) - np.sin(angle) / aspect * (ys - centre)) / zoom + centre
     sy = (np.sin(angle) * aspect * (xs - centre) + np.cos(angle) * (ys - centre)) / zoom + centre
-    # Inside by a pixel's margin: a thumbnail pixel on the edge of the fill mixes fill into its average.
-    inside = ((sx >= 0.5) & (sx <= side - 1.5) & (sy >= 0.5) & (sy <= side - 1.5)).ravel()
-    sx, sy = np.clip(sx, 0, side - 1).ravel(), np.clip(sy, 0, side - 1).ravel()
+    return _bilinear(sx.ravel(), sy.ravel(), side)
+
+
+def _bilinear(sx: np.ndarray, sy: np.ndarray, side: int) -> tuple[np.ndarray, ...]:
+    """Bilinear sampling of a side x side thumbnail at positions (sx, sy), in pixels: (4, n) source pixels and
+    weights, and which positions lie a pixel inside the thumbnail (a thumbnail pixel on the edge of a fill
+    mixes the fill into its average, so the edge is left out)."""
+    inside = (sx >= 0.5) & (sx <= side - 1.5) & (sy >= 0.5) & (sy <= side - 1.5)
+    sx, sy = np.clip(sx, 0, side - 1), np.clip(sy, 0, side - 1)
     x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
     x1, y1 = np.minimum(x0 + 1, side - 1), np.minimum(y0 + 1, side - 1)
     fx, fy = sx - x0, sy - y0
@@ -287,15 +293,9 @@ def _grown_turn_sampling(degrees: float, picture_aspect: float, side: int = SIGN
     turned_y = np.sin(angle) * x + np.cos(angle) * y
     sx = ((turned_x / canvas_w + 0.5) * side - 0.5).ravel()
     sy = ((turned_y / canvas_h + 0.5) * side - 0.5).ravel()
-    inside = (sx >= 0.5) & (sx <= side - 1.5) & (sy >= 0.5) & (sy <= side - 1.5)
+    sources, weights, inside = _bilinear(sx, sy, side)
     # ... and a pixel inside the picture's own edges: there the canvas's thumbnail mixes in the fill around it.
     inside &= ((xs >= 1) & (xs <= side - 2) & (ys >= 1) & (ys <= side - 2)).ravel()
-    sx, sy = np.clip(sx, 0, side - 1), np.clip(sy, 0, side - 1)
-    x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
-    x1, y1 = np.minimum(x0 + 1, side - 1), np.minimum(y0 + 1, side - 1)
-    fx, fy = sx - x0, sy - y0
-    sources = np.stack([y0 * side + x0, y0 * side + x1, y1 * side + x0, y1 * side + x1])
-    weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
     return sources, weights, inside
 
 
