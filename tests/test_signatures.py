@@ -21,17 +21,7 @@ from lookalike.signatures import (
     signature_distance,
 )
 from lookalike.thumbnail_alignment import crop_tolerant_correlation
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    """The 224 x 224 pixels ingest decodes (whole picture squashed, bilinear)."""
-    return np.asarray(image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR))
-
-
-def jpeg(image: Image.Image, quality: int) -> tuple[Image.Image, bytes]:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return Image.open(io.BytesIO(buffer.getvalue())), buffer.getvalue()
+from pictures import jpeg, pixels
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,8 @@ other photos stay apart."""
 
 from __future__ import annotations
 
-import io
 import math
 
-import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 
@@ -20,17 +18,7 @@ from lookalike.thumbnail_alignment import (
     looks_cropped,
     watermark_masked_correlation,
 )
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    """The 224 x 224 pixels ingest decodes (whole picture squashed, bilinear)."""
-    return np.asarray(image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR))
-
-
-def jpeg(image: Image.Image, quality: int) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return Image.open(io.BytesIO(buffer.getvalue()))
+from pictures import jpeg, pixels
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +75,7 @@ def test_a_watermark_differs_in_one_place_and_a_re_encode_everywhere_a_little(co
     ImageDraw.Draw(marked).rectangle((4, h - h // 14 - 4, 4 + w // 5, h - 4), fill=(40, 40, 40))
     original = compute_signature(pixels(coffee))
     watermarked = compute_signature(pixels(marked))
-    reencoded = compute_signature(pixels(jpeg(coffee, 75)))
+    reencoded = compute_signature(pixels(jpeg(coffee, 75)[0]))
     assert differs_locally(original, watermarked)  # all of the difference is in one corner
     assert not differs_locally(original, reencoded)
     assert not differs_locally(original, original)
