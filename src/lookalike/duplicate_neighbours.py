@@ -47,24 +47,42 @@ def nearest_neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     return sims, found
 
 
-def _approximate_index(vectors: np.ndarray) -> tuple[object, np.ndarray]:
+def _approximate_index(vectors: np.ndarray) -> tuple[Any, np.ndarray]:
     """An IVF-Flat index over a PCA projection of `vectors`, filled, and the projected vectors."""
     import faiss
 
     count, dim = vectors.shape
-    nlist = int(2 * np.sqrt(count))
-    sample = vectors[np.sort(np.random.default_rng(1338).choice(count, size=min(count, nlist * 40), replace=False))]
+    sample = vectors[_training_rows(count)]
     pca = faiss.PCAMatrix(dim, min(dim, _PROJECTED_DIM))
     pca.train(sample)
     projected = np.empty((count, pca.d_out), dtype=np.float32)
     for start in range(0, count, _SEARCH_BATCH):
         projected[start : start + _SEARCH_BATCH] = pca.apply(vectors[start : start + _SEARCH_BATCH])
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(pca.d_out), pca.d_out, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.niter = 10  # coarse lists only need to be roughly right: 10 k-means rounds, not 25
-    index.train(pca.apply(sample))
-    index.nprobe = 8
+    index = _trained_ivf(pca.apply(sample), count)
     index.add(projected)
     return index, projected
+
+
+def _training_rows(count: int) -> np.ndarray:
+    """The rows (ascending, seeded) an IVF index over `count` vectors is trained on: 40 per list."""
+    size = min(count, _lists(count) * 40)
+    return np.sort(np.random.default_rng(1338).choice(count, size=size, replace=False))
+
+
+def _lists(count: int) -> int:
+    return int(2 * np.sqrt(count))
+
+
+def _trained_ivf(sample: np.ndarray, count: int) -> Any:  # a Faiss index (Faiss has no type hints)
+    """An inner-product IVF-Flat index for `count` vectors, trained on `sample`: 2 x sqrt(N) lists, 8 searched."""
+    import faiss
+
+    dim = sample.shape[1]
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, _lists(count), faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = 10  # coarse lists only need to be roughly right: 10 k-means rounds, not 25
+    index.train(sample)
+    index.nprobe = 8
+    return index
 
 
 def _exact_similarities(vectors: np.ndarray, sims: np.ndarray, found: np.ndarray) -> None:
@@ -90,7 +108,6 @@ def thumbnail_neighbours(
     cosine fell to 0.26 on the benchmark), so the embedding k-NN can miss the pair; its thumbnail keeps the
     tones and layout. Only such files are queried, so this costs a fraction of the main search.
     """
-
     signed = np.asarray([p for p in positions.tolist() if signatures[p] is not None], dtype=np.int64)
     asked = np.asarray([p for p in queries.tolist() if signatures[p] is not None], dtype=np.int64)
     if len(asked) == 0 or len(signed) < 2:
@@ -125,12 +142,7 @@ def _thumbnail_index(thumbnails: np.ndarray) -> Any:  # a Faiss index (Faiss has
     if count <= EXACT_SEARCH_UP_TO:
         index = faiss.IndexFlatIP(dim)
     else:
-        nlist = int(2 * np.sqrt(count))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = 10
-        sample = np.random.default_rng(1338).choice(count, size=min(count, nlist * 40), replace=False)
-        index.train(thumbnails[np.sort(sample)])
-        index.nprobe = 8
+        index = _trained_ivf(thumbnails[_training_rows(count)], count)
     index.add(thumbnails)
     return index
 
