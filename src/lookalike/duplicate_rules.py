@@ -16,6 +16,7 @@ from .errors import LookalikeError
 from .signatures import coarse_distance, colourfulness_differs, colours_differ, signature_distance
 from .thumbnail_alignment import (
     crop_tolerant_correlation,
+    cropped_correlation,
     differs_locally,
     grown_canvas_correlation,
     looks_cropped,
@@ -171,7 +172,8 @@ class TierThresholds:
             if same_size:
                 again = watermark_masked_correlation(keeper.signature, others, aspect)  # type: ignore[arg-type]
             else:
-                again = crop_tolerant_correlation(keeper.signature, others, True, aspect)  # type: ignore[arg-type]
+                # The whole and turned views were tried above: only the crops are new.
+                again = cropped_correlation(keeper.signature, others)  # type: ignore[arg-type]
                 sizes = [(items[i].width or 1, items[i].height or 1) for i in look]
                 canvas = (keeper.width or 1, keeper.height or 1)
                 grown = grown_canvas_correlation(keeper.signature, others, canvas, sizes)  # type: ignore[arg-type]

@@ -170,17 +170,23 @@ def crop_tolerant_correlation(wider: bytes, others: list[bytes], crops: bool = T
     width over its height) and over the pixels they keep inside it. Correlation ignores brightness and
     contrast, and a small watermark only lowers it a little. Flat thumbnails (one grey level) correlate with nothing.
     """
-    thumbnail = signature_array(wider).reshape(SIGNATURE_SIDE, SIGNATURE_SIDE)
     raw = np.stack([signature_array(other) for other in others])
-    best = _whole_and_turned(thumbnail.ravel(), raw, aspect, watermarks=False)
-    candidates = _standardise(raw)
-    if crops:
-        rows = np.matmul(_CROPS, thumbnail)  # every vertical crop: (25, 32, 32)
-        coarse = _standardise(_crop_views(rows, _COARSE, _COARSE)) @ candidates.T  # (81, len(others))
-        for column, view in enumerate(coarse.argmax(axis=0).tolist()):
-            vertical, horizontal = _COARSE[view // len(_COARSE)], _COARSE[view % len(_COARSE)]
-            fine = _standardise(_crop_views(rows, _around(vertical), _around(horizontal))) @ candidates[column]
-            best[column] = max(best[column], coarse[view, column], fine.max())
+    best = _whole_and_turned(signature_array(wider), raw, aspect, watermarks=False)
+    return np.maximum(best, cropped_correlation(wider, others)) if crops else best
+
+
+def cropped_correlation(wider: bytes, others: list[bytes]) -> np.ndarray:
+    """For each of `others`, the best Pearson correlation of its thumbnail with a crop of 0 to 10% on each
+    side of `wider`'s (the crop search of `crop_tolerant_correlation`, without the whole and turned views)."""
+    thumbnail = signature_array(wider).reshape(SIGNATURE_SIDE, SIGNATURE_SIDE)
+    candidates = _standardise(np.stack([signature_array(other) for other in others]))
+    rows = np.matmul(_CROPS, thumbnail)  # every vertical crop: (25, 32, 32)
+    coarse = _standardise(_crop_views(rows, _COARSE, _COARSE)) @ candidates.T  # (81, len(others))
+    best = np.empty(len(others), dtype=np.float32)
+    for column, view in enumerate(coarse.argmax(axis=0).tolist()):
+        vertical, horizontal = _COARSE[view // len(_COARSE)], _COARSE[view % len(_COARSE)]
+        fine = _standardise(_crop_views(rows, _around(vertical), _around(horizontal))) @ candidates[column]
+        best[column] = max(coarse[view, column], fine.max())
     return best
 
 
