@@ -7,7 +7,8 @@ Tiers, strictest first:
   transparency flattened): embeddings close *and* 32 x 32 grey thumbnails (`signatures.py`) a grey level or
   two apart;
 - `near`: light edits of one picture (small crop, tone change, heavy JPEG, small turn, small watermark):
-  embeddings close and thumbnails that line up once cropped, turned or with a corner left out.
+  embeddings close and thumbnails that line up once cropped, turned or with a watermark box left out
+  (`thumbnail_alignment.py`); a heavily compressed JPEG is also found by its thumbnail.
 
 Both embedding tiers refuse two files whose colour thumbnails put other hues in the same places.
 
