@@ -253,3 +253,27 @@ def test_a_turned_a_watermarked_and_a_heavily_compressed_photo_are_near_and_a_re
     groups = find_duplicates(facts, vectors, MODEL)
 
     assert groups_by_ids(groups) == {frozenset({1, 2}): "same-image", frozenset({1, 3, 4, 5}): "near"}
+
+
+def test_several_edited_copies_of_one_photo_make_one_group_even_when_a_copy_is_kept(
+    tmp_path: Path, embedder
+) -> None:
+    # The toned copy is saved as PNG, so it is the larger file and the keeper; the original and four other
+    # edits of it must all join that keeper, not split into a group of their own around the original.
+    coffee = sample_photo("coffee").convert("RGB")
+    marked = coffee.copy()
+    ImageDraw.Draw(marked).rectangle((10, 10, 10 + coffee.width // 6, 10 + coffee.height // 12), fill="white")
+    paths = [
+        save(ImageEnhance.Contrast(coffee).enhance(1.25), tmp_path / "toned.png"),
+        save(coffee, tmp_path / "original.jpg", quality=90),
+        save(crop(coffee, 0.06), tmp_path / "cropped.jpg", quality=90),
+        save(marked, tmp_path / "watermarked.jpg", quality=90),
+        save(coffee.rotate(3, resample=Image.Resampling.BICUBIC), tmp_path / "turned.jpg", quality=90),
+        save(coffee, tmp_path / "heavy.jpg", quality=12),
+    ]
+    facts, vectors = facts_and_vectors(paths, embedder)
+
+    groups = find_duplicates(facts, vectors, MODEL)
+
+    assert groups_by_ids(groups) == {frozenset(range(1, 7)): "near"}
+    assert groups[0].keep.path.endswith("toned.png")
