@@ -255,7 +255,9 @@ def test_a_turned_a_watermarked_and_a_heavily_compressed_photo_are_near_and_a_re
     assert groups_by_ids(groups) == {frozenset({1, 2}): "same-image", frozenset({1, 3, 4, 5}): "near"}
 
 
-def test_several_edited_copies_of_one_photo_make_one_group_even_when_a_copy_is_kept(tmp_path: Path, embedder) -> None:
+def test_several_edited_copies_of_one_photo_make_one_group_even_when_a_copy_is_kept(
+    tmp_path: Path, embedder
+) -> None:
     # The toned copy is saved as PNG, so it is the larger file and the keeper; the original and four other
     # edits of it must all join that keeper, not split into a group of their own around the original.
     coffee = sample_photo("coffee").convert("RGB")

@@ -89,7 +89,6 @@ def everything_read(catalog: Catalog) -> dict[str, object]:
         "iter_embeddings": {paths[int(i)]: v.tolist() for i, v in streamed},
         "embeddings_of": {paths[int(i)]: v.tolist() for i, v in zip(some_ids, some)},
         "sample_embeddings": sorted(map(tuple, catalog.sample_embeddings(len(ids)).tolist())),
-        "signatures": {paths[i]: stored for i, stored in catalog.signatures(ids).items()},
     }
 
 
@@ -101,9 +100,6 @@ def test_vectors_a_ray_commit_writes_to_shard_files_read_back_as_the_table_gives
         # No BLOB per image: only the byte copy, which reuses its original's stored vector, is in the table.
         assert ray.connection.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 1
         assert local.connection.execute("SELECT count(*) FROM embedding_locations").fetchone()[0] == 0
-        # Nor a signature row: each image's signature is in its shard file's record, but for the copy's.
-        assert ray.connection.execute("SELECT count(*) FROM signatures").fetchone()[0] == 1
-        assert ray.count_signatures() == local.count_signatures() == 8
         assert everything_read(ray) == everything_read(local)
         assert [r.path for r in ray.skipped_images()] == [r.path for r in local.skipped_images()]
 
@@ -114,26 +110,6 @@ def test_readers_keep_only_so_many_files_mapped_and_read_the_same(ray_folder: Pa
     with closing(Catalog.open(ray_folder)) as catalog:
         catalog.shard_files.MAPPED_AT_ONCE = 1  # 100M images make more files than a process may map
         assert everything_read(catalog) == every_file_mapped
-
-
-def test_a_shard_file_of_vectors_alone_with_signatures_in_the_catalog_reads_the_same(ray_folder: Path) -> None:
-    # The first form of shard file (vectors alone), with the signatures in the catalog's table.
-    with closing(Catalog.open(ray_folder)) as catalog:
-        before = everything_read(catalog)
-        name, rows, dim = catalog.connection.execute("SELECT name, row_count, dim FROM embedding_shards").fetchone()
-        records = catalog.shard_files.records(name, rows, dim)
-        assert records is not None
-        in_file = catalog.connection.execute(
-            "SELECT image_id FROM embedding_locations WHERE shard = (SELECT id FROM embedding_shards WHERE name = ?)",
-            (name,),
-        ).fetchall()
-        signatures = catalog.signatures(row[0] for row in in_file)
-        np.save(ray_folder / SHARD_FOLDER / name, np.ascontiguousarray(records["vector"]))
-        with catalog.transaction():
-            catalog._insert_signatures(list(signatures.items()))
-    with closing(Catalog.open(ray_folder)) as catalog:
-        assert catalog.shard_files.records(name, rows, dim) is None
-        assert everything_read(catalog) == before
 
 
 def test_search_reindex_and_duplicates_read_vectors_from_shard_files(ray_folder: Path, local_folder: Path) -> None:
@@ -234,12 +210,9 @@ def test_a_missing_or_damaged_shard_file_is_one_clear_error_and_a_repair_embeds_
 
 def test_a_flipped_bit_in_a_shard_file_is_caught_by_the_row_checksum(ray_folder: Path) -> None:
     victim = shard_files(ray_folder)[0]
-    mapped = np.load(victim, mmap_mode="r+")
-    vectors = mapped["vector"] if mapped.dtype.names else mapped
-    last = vectors[-1].view(np.uint32)
-    last[-1] ^= 0x01  # the lowest mantissa bit of the last vector's last float: the norm rule alone would not see it
-    mapped.flush()
-    del mapped, vectors, last
+    data = bytearray(victim.read_bytes())
+    data[-4] ^= 0x01  # the lowest mantissa bit of the file's last float: the norm rule alone would not see it
+    victim.write_bytes(bytes(data))
     with closing(Catalog.open(ray_folder)) as catalog:
         damaged = next(i for i in catalog.embedding_ids().tolist() if _raises(catalog, i))
         assert damaged not in [int(i) for ids, _ in catalog.iter_embeddings() for i in ids]
@@ -283,23 +256,3 @@ def test_a_catalog_of_schema_3_keeps_its_vectors_and_gets_the_shard_tables(local
     with closing(Catalog.open(local_folder)) as catalog:
         assert catalog.connection.execute("PRAGMA user_version").fetchone()[0] == 4
         assert everything_read(catalog) == before
-
-
-def test_signatures_of_another_form_than_a_record_holds_go_into_the_catalog(tmp_path: Path, photos: Path) -> None:
-    # A grey-only signature (the 32 x 32 thumbnail without the colour one) does not fit a shard record.
-    folder = tmp_path / "grey.idx"
-    Collection.create(folder, embedder=PLUMBING).close()
-    with Collection.open(folder) as collection:
-        embedder = collection.embedder()
-
-        def grey_only(todo: Iterator[FileEntry], total: int) -> Iterator[MappedShard]:
-            mapped = map_files(list(todo), embedder, embedder.input_size)
-            rows = [row._replace(signature=row.signature[:1024] if row.signature else None) for row in mapped.rows]
-            yield MappedShard(rows, mapped.vectors)
-
-        Ingester(collection.catalog, lambda: embedder, embedder.input_size, mapper=grey_only).run(str(photos))
-        catalog = collection.catalog
-        [(name, rows, dim)] = catalog.connection.execute("SELECT name, row_count, dim FROM embedding_shards")
-        assert catalog.shard_files.records(name, rows, dim) is None
-        stored = catalog.signatures(catalog.embedding_ids().tolist())
-        assert len(stored) == 8 and {len(s.signature) for s in stored.values()} == {1024}

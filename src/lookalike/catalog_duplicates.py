@@ -96,26 +96,16 @@ class DuplicateTables:
 
     # --- signatures --------------------------------------------------------------
 
-    def shard_signatures(self, ids: Iterable[int]) -> dict[int, StoredSignature]:  # pragma: no cover
-        raise NotImplementedError
-
     def signatures(self, ids: Iterable[int]) -> dict[int, StoredSignature]:
-        """Stored signatures of the given ids, in the catalog or in their shard file (ids without one are left
-        out)."""
-        ids = [int(i) for i in ids]
+        """Stored signatures of the given ids (ids without one are left out)."""
         rows = self._select_by_ids(
             "SELECT image_id, signature, jpeg_quality, metadata_fields FROM signatures WHERE image_id IN ({marks})", ids
         )
-        found = {row[0]: StoredSignature(bytes(row[1]), row[2], row[3]) for row in rows}
-        if len(found) < len(ids):
-            found.update(self.shard_signatures(i for i in ids if i not in found))
-        return found
+        return {row[0]: StoredSignature(bytes(row[1]), row[2], row[3]) for row in rows}
 
     def count_signatures(self) -> int:
-        """How many images have a stored signature (reads the shard files' records: for checks and tests)."""
-        in_table = int(self.connection.execute("SELECT count(*) FROM signatures").fetchone()[0])
-        located = [row[0] for row in self.connection.execute("SELECT image_id FROM embedding_locations")]
-        return in_table + len(self.shard_signatures(located))
+        """How many images have a stored signature."""
+        return int(self.connection.execute("SELECT count(*) FROM signatures").fetchone()[0])
 
     def _insert_signature(self, image_id: int, stored: StoredSignature) -> None:
         """Store a signature; the caller holds the transaction that wrote the image's row."""

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .catalog_duplicates import StoredSignature
-from .embedding_shards import ShardFiles, record_signature, remove_file
+from .embedding_shards import ShardFiles, remove_file
 from .errors import CorruptCatalogError, NotIndexedError
 from .vector_integrity import checked_vectors, intact_rows, sound_vectors
 
@@ -144,20 +143,6 @@ class EmbeddingTables:
             raise CorruptCatalogError(
                 f"{self.path} refers to embedding shard {missing}, which it does not list: repair the collection"
             )
-        return found
-
-    def shard_signatures(self, ids: Iterable[int]) -> dict[int, StoredSignature]:
-        """The signatures of these images that live in their shard file's records (Ray ingest), by id."""
-        located = list(self._select_by_ids(f"{_LOCATED} WHERE image_id IN ({{marks}})", ids))
-        if not located:
-            return {}
-        shards = self._shards({row[3] for row in located})
-        found: dict[int, StoredSignature] = {}
-        for image_id, _, _, shard, row in located:
-            records = self.shard_files.records(*shards[shard])
-            stored = None if records is None else record_signature(records[row])
-            if stored is not None:
-                found[image_id] = stored
         return found
 
     def damaged_shard_embeddings(self, dim: int) -> list[int]:

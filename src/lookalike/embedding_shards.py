@@ -14,11 +14,6 @@ it memory-mapped.
 
 Rows whose image was removed or re-embedded stay in their file, unreferenced, until every row of the file is; the
 whole file is then removed by a repair. Compacting files that are partly garbage is not done yet.
-
-A shard file written with the images' pixel signatures holds one record per row (`SHARD_RECORD`): the vector,
-then the signature, the JPEG quality and the count of metadata fields, so the catalog needs no `signatures` row
-for them either (a 1.2 KiB BLOB per image, the next largest write). Files of vectors alone (the first form) are
-read as before. The CRC-32 in the catalog covers the vector only.
 """
 
 from __future__ import annotations
@@ -32,9 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog_duplicates import StoredSignature
 from .errors import CorruptCatalogError
-from .signatures import SIGNATURE_BYTES
 from .storage import SCRATCH_PATTERN, atomic_write_with, fsync_folder
 
 SHARD_FOLDER = "embedding-shards"
@@ -59,59 +52,13 @@ CREATE TABLE embedding_locations (
 """
 
 
-# The signature part of a record: `signed` is 0 for a row without a signature, `jpeg_quality` -1 for a file that is
-# not a JPEG.
-_SIGNATURE_FIELDS = [
-    ("signature", "u1", (SIGNATURE_BYTES,)),
-    ("signed", "u1"),
-    ("jpeg_quality", "<i2"),
-    ("metadata_fields", "<i4"),
-]
-
-
-def shard_record(dim: int) -> np.dtype:
-    """One row of a shard file that holds signatures: a `dim`-float32 vector and the image's signature."""
-    return np.dtype([("vector", "<f4", (dim,)), *_SIGNATURE_FIELDS])
-
-
-def fits_a_record(signatures: list[StoredSignature | None]) -> bool:
-    """Whether every one of these signatures has the form a shard record holds (SIGNATURE_BYTES bytes)."""
-    return all(stored is None or len(stored.signature) == SIGNATURE_BYTES for stored in signatures)
-
-
-def shard_records(vectors: np.ndarray, signatures: list[StoredSignature | None]) -> np.ndarray:
-    """`vectors` and their images' signatures (one per row, None where an image has none; each `fits_a_record`)
-    as shard records."""
-    records = np.zeros(len(vectors), dtype=shard_record(vectors.shape[1]))
-    records["vector"] = vectors
-    chosen = [(i, stored) for i, stored in enumerate(signatures) if stored is not None]
-    if chosen:
-        signed = [i for i, _ in chosen]
-        joined = b"".join(stored.signature for _, stored in chosen)
-        records["signature"][signed] = np.frombuffer(joined, dtype=np.uint8).reshape(len(chosen), SIGNATURE_BYTES)
-        records["signed"][signed] = 1
-        records["jpeg_quality"][signed] = [-1 if s.jpeg_quality is None else s.jpeg_quality for _, s in chosen]
-        records["metadata_fields"][signed] = [stored.metadata_fields for _, stored in chosen]
-    return records
-
-
-def record_signature(record: np.void) -> StoredSignature | None:
-    """The signature stored in one shard record, or None if the row has none."""
-    if not record["signed"]:
-        return None
-    quality = int(record["jpeg_quality"])
-    metadata = int(record["metadata_fields"])
-    return StoredSignature(record["signature"].tobytes(), None if quality < 0 else quality, metadata)
-
-
 def shard_folder(collection: Path) -> Path:
     """Where the shard files of the collection in `collection` live."""
     return collection / SHARD_FOLDER
 
 
-def write_shard(collection: Path, vectors: np.ndarray, signatures: list[StoredSignature | None] | None = None) -> str:
-    """Write `vectors` (rows of float32), with their images' `signatures` if given (one per row), durably to a
-    new shard file of the collection; return the file's name.
+def write_shard(collection: Path, vectors: np.ndarray) -> str:
+    """Write `vectors` (rows of float32) durably to a new shard file of the collection; return the file's name.
 
     The name is unique (time, process, random): a crashed writer's file never collides with a later one.
     """
@@ -121,8 +68,6 @@ def write_shard(collection: Path, vectors: np.ndarray, signatures: list[StoredSi
         fsync_folder(collection)  # the new folder's entry must survive a crash as the file in it will
     name = f"{time.time_ns():x}-{os.getpid()}-{secrets.token_hex(4)}{SHARD_SUFFIX}"
     array = np.ascontiguousarray(vectors, dtype=np.float32)
-    if signatures is not None:
-        array = shard_records(array, signatures)
 
     def write(scratch: str) -> None:
         with open(scratch, "wb") as handle:  # a file object: np.save would add ".npy" to a scratch path
@@ -159,18 +104,7 @@ class ShardFiles:
         self._lock = threading.Lock()  # a served collection's readers share it
 
     def array(self, name: str, rows: int, dim: int) -> np.ndarray:
-        """The (rows, dim) float32 vectors in file `name`, memory-mapped; CorruptCatalogError if it does not hold
-        that."""
-        mapped = self._file(name, rows, dim)
-        return mapped["vector"] if mapped.dtype.names else mapped
-
-    def records(self, name: str, rows: int, dim: int) -> np.ndarray | None:
-        """The (rows,) records of vectors and signatures in file `name`, memory-mapped; None for a file of vectors
-        alone."""
-        mapped = self._file(name, rows, dim)
-        return mapped if mapped.dtype.names else None
-
-    def _file(self, name: str, rows: int, dim: int) -> np.ndarray:
+        """The (rows, dim) float32 array in file `name`, memory-mapped; CorruptCatalogError if it is not that."""
         with self._lock:
             mapped = self._mapped.get(name)
             if mapped is not None:
@@ -192,8 +126,7 @@ class ShardFiles:
             mapped = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as error:
             raise damaged_file_error(path, f"damaged ({error})") from None
-        vectors_alone = mapped.dtype == np.float32 and mapped.shape == (rows, dim)
-        if not vectors_alone and (mapped.dtype != shard_record(dim) or mapped.shape != (rows,)):
+        if mapped.dtype != np.float32 or mapped.shape != (rows, dim):
             raise damaged_file_error(path, f"damaged (it holds {mapped.dtype} {mapped.shape}, not {rows} x {dim})")
         return mapped
 

@@ -26,7 +26,7 @@ from .catalog_duplicates import StoredSignature
 from .decode_pool import DEFAULT_DECODE, DecodedFile, check_mode, decode_files
 from .decode_pool import header_facts as header_facts  # re-exported: part of the map step's public pieces
 from .embedders import Embedder
-from .embedding_shards import fits_a_record, remove_file, write_shard
+from .embedding_shards import remove_file, write_shard
 from .errors import ImageDecodeError
 from .files import FileEntry, scan_images
 from .images import DecodedImage, default_max_megapixels
@@ -218,14 +218,7 @@ class Ingester:
         # Only a file whose content is indexed already can be a move or a copy: one query finds them for the shard.
         # (A shard's own new files are added at its end, so none of them is indexed while the shard is gone through.)
         known = self.catalog.indexed_hashes(row.content_hash for row in shard.rows if row.error is None)
-        signatures = [row.stored_signature() for row in shard.rows if row.error is None]
-        signed_in_file = fits_a_record(signatures)  # else, signatures of another form: into the catalog
-        vectors = shard.vectors
-        file = (
-            write_shard(self.catalog.path.parent, vectors, signatures if signed_in_file else None)
-            if len(vectors)
-            else None
-        )
+        file = write_shard(self.catalog.path.parent, shard.vectors) if len(shard.vectors) else None
         fresh: list[tuple[int, MappedRow]] = []  # (row of the shard file, facts)
         number = 0
         with self.catalog.transaction():
@@ -243,16 +236,13 @@ class Ingester:
                     continue
                 fresh.append((number - 1, row))
             if fresh and file is not None:
-                self.catalog.add_indexed(self._located(fresh, shard.vectors, file, signed_in_file))
+                self.catalog.add_indexed(self._located(fresh, shard.vectors, file))
         if file is not None and not fresh:  # every file was a skip, move or copy: the file holds nothing needed
             remove_file(self.catalog.path.parent, file)
         self.report.embedded += len(fresh)
 
-    def _located(
-        self, fresh: list[tuple[int, MappedRow]], vectors: np.ndarray, file: str, signed_in_file: bool
-    ) -> list[NewImage]:
-        """The new images of a shard, each pointing at its row of the shard file just registered (which holds
-        their signatures too when `signed_in_file`)."""
+    def _located(self, fresh: list[tuple[int, MappedRow]], vectors: np.ndarray, file: str) -> list[NewImage]:
+        """The new images of a shard, each pointing at its row of the shard file just registered."""
         shard_id = self.catalog.register_shard(file, len(vectors), vectors.shape[1])
         return [
             NewImage(
@@ -263,7 +253,7 @@ class Ingester:
                 row.width,
                 row.height,
                 vectors[number],
-                None if signed_in_file else row.stored_signature(),
+                row.stored_signature(),
                 (shard_id, number),
             )
             for number, row in fresh
