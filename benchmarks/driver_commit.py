@@ -5,7 +5,7 @@
 What `lookalike index --ray` does on its driver, in one process and with no model: scan a folder of --images
 files, diff it against a new catalog, take in the map step's results shard by shard (unpickled, as the driver
 takes them from a Ray worker) and commit each shard. The results are made up front, in each version's own
-form: 1,280 float32 dimensions (EfficientNet-Lite0's), a 1 KiB pixel signature, a 32-hex-digit content hash;
+form: 1,280 float32 dimensions (EfficientNet-Lite0's), a 1.2 KiB pixel signature, a 32-hex-digit content hash;
 one file in 100 is a decode error and one in 100 a byte copy of an earlier file (the reuse path). A second
 run over the same folder finds nothing new (the re-scan cost). Last, the floor under a commit: the bare
 INSERTs (row, embedding, CRC, signature; one executemany per table and shard) with no Python around them, with
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 DIM = 1280
-SIGNATURE_BYTES = 1024
+SIGNATURE_BYTES = 1216  # lookalike.signatures.SIGNATURE_BYTES: a 32 x 32 grey and an 8 x 8 RGB thumbnail
 BAD_EVERY = 100  # one decode error in this many files
 COPY_EVERY = 100  # one byte copy of an earlier file in this many
 
