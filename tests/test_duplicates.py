@@ -11,10 +11,10 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 
 from lookalike.demo import sample_photo
-from lookalike.duplicates import Decisions, DuplicatesError, ImageFacts, find_duplicates
+from lookalike.duplicates import Decisions, DuplicatesError, ImageFacts, find_duplicates, thresholds_for
 from lookalike.errors import LookalikeError
 from lookalike.images import decode_file
-from lookalike.signatures import compute_signature, estimate_jpeg_quality
+from lookalike.signatures import compute_signature, estimate_jpeg_quality, signature_distance
 
 MODEL = "efficientnet-lite0"
 
@@ -255,9 +255,7 @@ def test_a_turned_a_watermarked_and_a_heavily_compressed_photo_are_near_and_a_re
     assert groups_by_ids(groups) == {frozenset({1, 2}): "same-image", frozenset({1, 3, 4, 5}): "near"}
 
 
-def test_several_edited_copies_of_one_photo_make_one_group_even_when_a_copy_is_kept(
-    tmp_path: Path, embedder
-) -> None:
+def test_several_edited_copies_of_one_photo_make_one_group_even_when_a_copy_is_kept(tmp_path: Path, embedder) -> None:
     # The toned copy is saved as PNG, so it is the larger file and the keeper; the original and four other
     # edits of it must all join that keeper, not split into a group of their own around the original.
     coffee = sample_photo("coffee").convert("RGB")
@@ -277,3 +275,21 @@ def test_several_edited_copies_of_one_photo_make_one_group_even_when_a_copy_is_k
 
     assert groups_by_ids(groups) == {frozenset(range(1, 7)): "near"}
     assert groups[0].keep.path.endswith("toned.png")
+
+
+def test_a_small_drawing_re_encoded_as_jpeg_is_same_image_though_its_thumbnail_moves_more(
+    tmp_path: Path, embedder
+) -> None:
+    # At 64 px, each thumbnail pixel averages 2 x 2 of the file's: JPEG's ringing around thin lines does not
+    # average out as it does in a photo, and moves the thumbnail past the limit for larger files.
+    drawing = Image.new("RGB", (64, 64), "white")
+    pen = ImageDraw.Draw(drawing)
+    for k in range(3):
+        pen.line((0, k * 21, 63, 63 - k * 21), fill="black", width=2)
+    pen.ellipse((12, 12, 52, 52), outline=(200, 30, 30), width=3)
+    paths = [save(drawing, tmp_path / "icon.png"), save(drawing, tmp_path / "icon.jpg", quality=90)]
+    facts, vectors = facts_and_vectors(paths, embedder)
+    limits = thresholds_for(MODEL)
+    assert limits.same_image_signature < signature_distance(facts[0].signature, facts[1].signature)
+
+    assert groups_by_ids(find_duplicates(facts, vectors, MODEL)) == {frozenset({1, 2}): "same-image"}

@@ -26,6 +26,7 @@ from .thumbnail_alignment import (
 TIERS = ("identical", "same-image", "near")
 RESIZED_ASPECT_TOLERANCE = 0.02  # two sizes whose aspect ratios differ by less are taken as a resize
 SMALL_SIDE = 48  # pixels: a file this small on a side holds less detail than its 32 x 32 thumbnail shows
+FEW_PIXELS_SIDE = 128  # pixels: a file this small on a side averages at most 4 x 4 of them into a thumbnail pixel
 HEAVY_JPEG_QUALITY = 40  # a JPEG saved below this quality ...
 HEAVY_JPEG_GAP = 20  # ... and this far below its counterpart is a heavy re-compression: near, not same-image
 
@@ -60,6 +61,7 @@ class TierThresholds:
 
     same_image_cosine: float  # cosine floor for a same-image pair of the same size
     same_image_signature: float  # max RMS thumbnail difference (grey levels) for a same-image pair
+    few_pixels_signature: float  # ... when the files are at most FEW_PIXELS_SIDE on a side
     resized_cosine: float  # the same, when one file is a resize of the other (same aspect, other size)
     resized_signature: float
     resized_coarse_signature: float  # ... and of the thumbnails shrunk to 16 x 16 (signatures.coarse_distance)
@@ -117,9 +119,11 @@ class TierThresholds:
             )
         if _sizes_known(first, second) and not _same_size(first, second):
             return False  # another size and another shape: cut, not re-encoded or resized
+        # A small file's thumbnail pixel averages few of its pixels, so a re-encode's noise shows more in it.
+        few_pixels = _sizes_known(first, second) and min(first.width or 0, first.height or 0) <= FEW_PIXELS_SIDE
         return (
             cosine >= self.same_image_cosine
-            and _distance(first, second) <= self.same_image_signature
+            and _distance(first, second) <= (self.few_pixels_signature if few_pixels else self.same_image_signature)
             and not differs_locally(first.signature, second.signature)
         )
 
@@ -187,6 +191,7 @@ THRESHOLDS: dict[str, TierThresholds] = {
     "efficientnet-lite0": TierThresholds(
         same_image_cosine=0.75,
         same_image_signature=2.5,
+        few_pixels_signature=3.0,
         resized_cosine=0.60,
         resized_signature=8.0,
         resized_coarse_signature=4.0,
@@ -205,6 +210,7 @@ THRESHOLDS: dict[str, TierThresholds] = {
     "colour-layout": TierThresholds(
         same_image_cosine=0.99,
         same_image_signature=2.5,
+        few_pixels_signature=2.5,
         resized_cosine=0.99,
         resized_signature=8.0,
         resized_coarse_signature=4.0,
