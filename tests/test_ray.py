@@ -272,3 +272,13 @@ def test_an_address_where_no_cluster_answers_is_refused_and_nothing_is_committed
         with pytest.raises(InvalidArgumentError, match="no Ray cluster answers at 127.0.0.1:9") as caught:
             collection.add_folder(photos, ray_address="127.0.0.1:9")  # discard port: nothing listens on loopback
         assert caught.value.argument == "ray_address" and collection.catalog.count() == 0
+
+
+def test_tasks_on_gpus_take_larger_shards_so_one_driver_keeps_up() -> None:
+    from lookalike.ray_ingest import GPU_SHARD_SIZE, SHARD_SIZE, RayMapper
+
+    def shard_size(**options: object) -> int:
+        return RayMapper("auto", "efficientnet-lite0", "efficientnet-lite0@x", 224, **options).shard_size  # type: ignore[arg-type]
+
+    assert shard_size(device="cuda") == GPU_SHARD_SIZE > shard_size(device="cpu") == shard_size() == SHARD_SIZE
+    assert shard_size(device="cuda", shard_size=64) == 64

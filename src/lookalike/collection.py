@@ -193,9 +193,9 @@ class Collection(Searching, DuplicateFinding):
         """Index every image under `root` (only new or changed files are embedded), then update the index.
 
         With `ray_address` (what `ray.init` takes: "auto", "HOST:PORT", "ray://HOST:PORT"), the files are decoded
-        and embedded on that Ray cluster in shards of `shard_size` files (default 256), `batch_size` per model
-        run; every node must read `root` under the same path (`ray_ingest.py`). `decode_in`: "threads" or
-        "processes", where files are decoded (`decode_pool`).
+        and embedded on that Ray cluster in shards of `shard_size` files (default 256; 1,024 on CUDA),
+        `batch_size` per model run; every node must read `root` under the same path (`ray_ingest.py`).
+        `decode_in`: "threads" or "processes", where files are decoded (`decode_pool`).
         """
         root = os.fspath(root)
         if not os.path.isdir(root):
@@ -227,7 +227,7 @@ class Collection(Searching, DuplicateFinding):
         return report
 
     def _ray_mapper(self, address: str, shard_size: int | None, batch_size: int) -> Mapper:
-        from .ray_ingest import SHARD_SIZE, RayMapper
+        from .ray_ingest import RayMapper
 
         spec = self.embedder_spec
         return RayMapper(
@@ -238,7 +238,7 @@ class Collection(Searching, DuplicateFinding):
             self.device,
             self.engine,
             self.max_megapixels,
-            shard_size or SHARD_SIZE,
+            shard_size,
             batch_size,
         )
 
