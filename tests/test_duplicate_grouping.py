@@ -98,3 +98,16 @@ def test_a_copy_outside_its_originals_nearest_neighbours_is_still_found() -> Non
     groups = find_duplicates(files(signatures, [3000, 2000, 1000]), vectors, MODEL, neighbours=1)
 
     assert members(groups) == [{1, 3}]
+
+
+def test_a_series_of_drawings_is_not_gathered_under_its_first_but_each_joins_what_it_matches_best() -> None:
+    # Four drawings, each a step further from the first: the first lines up with all three well enough to link
+    # them, but the third and fourth each match a sibling clearly better than the first (duplicate_rivals.py).
+    base, step = drawing(10), drawing(11) - 128
+    signatures = [thumbnail(base + 0.2 * k * step) for k in range(4)]
+    assert min(correlation(signatures[0], other) for other in signatures[1:]) >= NEAR_CORRELATION
+    vectors = unit_vectors(np.full((4, 4), 0.9) + 0.1 * np.eye(4))
+
+    groups = find_duplicates(files(signatures, [4000, 3000, 2000, 1000]), vectors, MODEL)
+
+    assert members(groups) == [{1, 2}, {3, 4}]

@@ -20,8 +20,10 @@ Groups are stars, not chains: every member is within the tier's threshold *of th
 series of ever more edited copies does not collapse into one group. Images are visited in keeper order (the
 rules of `keeper_order`); one that no earlier leader links becomes a leader, and so does one that an earlier
 leader links but that is closer still to later images no leader links (among look-alike drawings, the
-original of a copy that a sibling reached first). Each linked image then joins the leader whose pixels are
-closest to its own, not the first that links it. Connected components (`linkage="components"`) are available
+original of a copy that a sibling reached first). A near duplicate is not linked to a leader when another
+image matches its pixels clearly better (`duplicate_rivals.py`): that is how one drawing of a series is told
+from a copy. Each linked image then joins the leader whose pixels are closest to its own, not the first that
+links it. Connected components (`linkage="components"`) are available
 on request. Neighbours come from one Faiss k-NN search read both ways (`duplicate_neighbours.py`), so memory
 is O(N x k), never N x N. The same inputs give the same groups: every order is a sort with the image id as
 the last key.
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .duplicate_neighbours import DEFAULT_NEIGHBOURS, nearest_neighbours, neighbour_lists, thumbnail_neighbours
+from .duplicate_rivals import NearMatches
 from .duplicate_rules import (
     TIERS,
     Decisions,
@@ -190,12 +193,19 @@ class _Context:
     limits: TierThresholds
     linkage: str
     heavy: np.ndarray  # by position: a heavily compressed JPEG (duplicate_rules.heavy_jpeg)
+    matches: NearMatches | None = None  # the near stage's comparisons
 
     def group(
         self, stage: str, leaders: list[int], neighbours: dict[int, tuple[np.ndarray, np.ndarray]]
     ) -> tuple[list[tuple[str, list[int]]], list[int]]:
         """Group the current leaders at `stage`; return the groups and the leaders of the next stage."""
         active = set(leaders)
+        if stage == "near":
+
+            def comparable(image: int) -> list[tuple[int, float]]:
+                return self._candidates(stage, image, active, neighbours[image])
+
+            self.matches = NearMatches(self.facts, self.rank, self.limits, comparable)
         if self.linkage == "star":
             clusters = self._stars(stage, leaders, active, neighbours)
         else:
@@ -233,8 +243,10 @@ class _Context:
                 for q, s in candidates
                 if self.limits.same_image(s, keeper, self.facts[q])
             ]
-        closeness = self.limits.near(keeper, [(self.facts[q], s) for q, s in candidates])
-        return [(q, close) for (q, _), close in zip(candidates, closeness) if close is not None]
+        assert self.matches is not None
+        closeness = self.matches.closeness_of(leader, candidates)
+        found = [(q, close) for (q, _), close in zip(candidates, closeness) if close is not None]
+        return [(q, close) for q, close in found if not self.matches.outmatched(q, leader, close)]
 
     def _apart(self, first: int, second: int) -> bool:
         if not self.decisions.not_duplicates:

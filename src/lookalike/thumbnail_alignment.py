@@ -121,16 +121,27 @@ def _fill_zoom(degrees: float, aspect: float) -> float:
     return float(np.cos(angle) + np.sin(angle) * max(aspect, 1 / aspect))
 
 
-def _whole_and_turned(flat: np.ndarray, candidates: np.ndarray, aspect: float, watermarks: bool) -> np.ndarray:
-    """The best Pearson correlation of each candidate thumbnail (rows of `candidates`) with `flat` (of a
+def _whole_and_turned(signature: bytes, candidates: np.ndarray, aspect: float, watermarks: bool) -> np.ndarray:
+    """The best Pearson correlation of each candidate thumbnail (rows of `candidates`) with `signature`'s (of a
     picture `aspect` times as wide as high) over `_views`: whole, turned (each turn over its inside pixels
     only) and turned and enlarged to fill (less `ZOOMED_TURN_MARGIN`); with `watermarks`, each without one of
     the watermark boxes."""
-    look = _views(round(min(max(aspect, 0.25), 4.0), 2), watermarks)  # rounded: a few lookups serve all
-    views = (flat.astype(np.float64)[look.sources] * look.weights).sum(axis=1)  # (views, pixels)
-    views = np.tile(views, (len(look.masks) // len(views), 1))
+    rounded = round(min(max(aspect, 0.25), 4.0), 2)  # rounded: a few lookups serve all
+    look = _views(rounded, watermarks)
+    views = np.tile(_sampled_views(signature, rounded), (len(look.masks) // len(look.sources), 1))
     correlations = _masked_correlations(views, look.masks, look.counts, candidates)
     return (correlations - look.margins).max(axis=1).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=128)
+def _sampled_views(signature: bytes, aspect: float) -> np.ndarray:
+    """`_views`' samplings of one signature's thumbnail, (views, pixels): kept for the signatures compared last,
+    since grouping compares one image with many others, one pair at a time where their keepers differ (17 MiB at
+    most: 17 views of 1,024 float64 pixels each)."""
+    look = _views(aspect, False)
+    views = (signature_array(signature).astype(np.float64)[look.sources] * look.weights).sum(axis=1)
+    views.flags.writeable = False
+    return views
 
 
 def _masked_correlations(
@@ -171,7 +182,7 @@ def crop_tolerant_correlation(wider: bytes, others: list[bytes], crops: bool = T
     contrast, and a small watermark only lowers it a little. Flat thumbnails (one grey level) correlate with nothing.
     """
     raw = np.stack([signature_array(other) for other in others])
-    best = _whole_and_turned(signature_array(wider), raw, aspect, watermarks=False)
+    best = _whole_and_turned(wider, raw, aspect, watermarks=False)
     return np.maximum(best, cropped_correlation(wider, others)) if crops else best
 
 
@@ -230,7 +241,7 @@ def watermark_masked_correlation(first: bytes, others: list[bytes], aspect: floa
     watermark on a drawing on a plain background moves the whole-picture correlation a lot, and the rest of
     the picture not at all."""
     candidates = np.stack([signature_array(other) for other in others])
-    return _whole_and_turned(signature_array(first), candidates, aspect, watermarks=True)
+    return _whole_and_turned(first, candidates, aspect, watermarks=True)
 
 
 LOCAL_EDIT_LEVEL = 2.5  # RMS grey levels the worst 4 x 4 cell of two thumbnails must differ by ...

@@ -1,0 +1,96 @@
+"""Which image a near duplicate matches best: how grouping tells one drawing of a series from a copy.
+
+In a series of look-alike drawings (star polygons, card faces, one icon in several themes) each drawing matches a
+sibling about as well as a copy matches its original, so thresholds alone link them. What differs is that a copy's
+original is the picture it matches best. `NearMatches` compares each pair of the near stage once (as grouping
+compares it: the image first in keeper order keeps) and tells grouping when another image matches an image
+clearly better than the leader about to take it. Measured in docs/benchmarks.md ("Duplicates").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .duplicate_rules import ImageFacts, TierThresholds
+
+# Another image takes a near duplicate away from its leader when its misfit (1 - thumbnail correlation) with it is
+# under this share of the leader's; unless it is one of the leader's own closest matches, or tied to the leader
+# more tightly than to the image (both happen when the kept file is itself a copy: then its original and the
+# other copies match each other best). 1.0 (any better match) kept fewer near copies for little more precision.
+RIVAL_MISFIT = 0.75
+RIVAL_WINDOW = 0.05  # rivals are the neighbours at most this much further in embedding than the image's closest
+SURE_MISFIT = 0.005  # a pair this close (misfit below it) is linked without looking for rivals
+
+
+class NearMatches:
+    """The near stage's pixel comparisons of one grouping, each pair made once, and the rivals they show."""
+
+    def __init__(
+        self,
+        facts: Sequence[ImageFacts],
+        rank: np.ndarray,
+        limits: TierThresholds,
+        candidates: Callable[[int], list[tuple[int, float]]],
+    ) -> None:
+        self.facts, self.rank, self.limits = facts, rank, limits
+        self.candidates = candidates  # an image's neighbours (image, cosine) close enough to compare
+        self.closeness: dict[tuple[int, int], float | None] = {}  # (keeper, image) -> `TierThresholds.near`
+        self.matches: dict[int, list[tuple[float, int]]] = {}  # `_best` of each image looked at
+
+    def closeness_of(self, keeper: int, candidates: list[tuple[int, float]]) -> list[float | None]:
+        """`TierThresholds.near` of `keeper` and each (image, cosine) candidate, each pair compared once."""
+        new = [(q, s) for q, s in candidates if (keeper, q) not in self.closeness]
+        if new:
+            found = self.limits.near(self.facts[keeper], [(self.facts[q], s) for q, s in new])
+            self.closeness.update(((keeper, q), close) for (q, _), close in zip(new, found))
+        return [self.closeness[(keeper, q)] for q, _ in candidates]
+
+    def _best(self, image: int) -> list[tuple[float, int]]:
+        """(closeness, image) of `image`'s near duplicates among its closest neighbours, closest first."""
+        if image not in self.matches:
+            self.matches[image] = self._matches(image)
+        return self.matches[image]
+
+    def outmatched(self, image: int, leader: int, closeness: float) -> bool:
+        """Whether another image matches `image` clearly better than `leader` does (`RIVAL_MISFIT`)."""
+        if 1.0 - closeness < SURE_MISFIT:
+            return False
+        centres: set[int] | None = None  # the leader's closest matches, looked up only when a rival shows
+        for rival, other in self._best(image):
+            if 1.0 - rival >= RIVAL_MISFIT * (1.0 - closeness):
+                return False  # the rest match it less
+            if other == leader:
+                continue
+            if centres is None:
+                centres = self._centres(leader)
+                if image in centres:
+                    return False
+            tie = self.closeness.get((leader, other), self.closeness.get((other, leader)))
+            if other in centres or (tie is not None and 1.0 - tie < RIVAL_MISFIT * (1.0 - rival)):
+                continue  # the rival is one with the keeper: the original of a copy that was kept, or a copy
+            return True
+        return False
+
+    def _centres(self, leader: int) -> set[int]:
+        """The images `leader` matches about as well as its closest match (within `RIVAL_MISFIT`)."""
+        matches = self._best(leader)
+        best = matches[0][0] if matches else 1.0
+        return {other for close, other in matches if RIVAL_MISFIT * (1.0 - close) <= 1.0 - best}
+
+    def _matches(self, image: int) -> list[tuple[float, int]]:
+        """`_best`'s list: each pair compared as grouping compares it (the image first in keeper order keeps)."""
+        candidates = self.candidates(image)
+        if not candidates:
+            return []
+        window = max(s for _, s in candidates) - RIVAL_WINDOW
+        candidates = [(q, s) for q, s in candidates if s >= window]
+        later = [(q, s) for q, s in candidates if self.rank[q] > self.rank[image]]
+        found = [(close, q) for (q, _), close in zip(later, self.closeness_of(image, later)) if close is not None]
+        for q, s in candidates:
+            if self.rank[q] < self.rank[image]:
+                close = self.closeness_of(q, [(image, s)])[0]
+                if close is not None:
+                    found.append((close, q))
+        return sorted(found, reverse=True)
