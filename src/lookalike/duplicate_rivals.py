@@ -80,17 +80,29 @@ class NearMatches:
         return {other for close, other in matches if RIVAL_MISFIT * (1.0 - close) <= 1.0 - best}
 
     def _matches(self, image: int) -> list[tuple[float, int]]:
-        """`_best`'s list: each pair compared as grouping compares it (the image first in keeper order keeps)."""
+        """`_best`'s list, among the neighbours within `RIVAL_WINDOW` of the image's closest."""
         candidates = self.candidates(image)
         if not candidates:
             return []
         window = max(s for _, s in candidates) - RIVAL_WINDOW
         candidates = [(q, s) for q, s in candidates if s >= window]
-        later = [(q, s) for q, s in candidates if self.rank[q] > self.rank[image]]
-        found = [(close, q) for (q, _), close in zip(later, self.closeness_of(image, later)) if close is not None]
+        # Each pair as grouping compares it (the image first in keeper order keeps; its crops are searched), but an
+        # earlier image of the same size not compared yet is compared the other way round, with the rest in one
+        # batch: there the order barely matters, and one comparison per pair costs many times more.
+        one_by_one: list[tuple[int, float]] = []
+        batch: list[tuple[int, float]] = []
         for q, s in candidates:
-            if self.rank[q] < self.rank[image]:
-                close = self.closeness_of(q, [(image, s)])[0]
-                if close is not None:
-                    found.append((close, q))
+            earlier = self.rank[q] < self.rank[image]
+            exact = earlier and ((q, image) in self.closeness or not self._same_size(q, image))
+            (one_by_one if exact else batch).append((q, s))
+        found = [(close, q) for (q, _), close in zip(batch, self.closeness_of(image, batch)) if close is not None]
+        for q, s in one_by_one:
+            close = self.closeness_of(q, [(image, s)])[0]
+            if close is not None:
+                found.append((close, q))
         return sorted(found, reverse=True)
+
+    def _same_size(self, first: int, second: int) -> bool:
+        """Whether two images have the same known width and height."""
+        a, b = self.facts[first], self.facts[second]
+        return bool(a.width and a.height) and (a.width, a.height) == (b.width, b.height)
