@@ -36,16 +36,21 @@ class NearMatches:
     ) -> None:
         self.facts, self.rank, self.limits = facts, rank, limits
         self.candidates = candidates  # an image's neighbours (image, cosine) close enough to compare
-        self.closeness: dict[tuple[int, int], float | None] = {}  # (keeper, image) -> `TierThresholds.near`
+        # keeper * len(facts) + image -> `TierThresholds.near` of the pair (an int key: a tuple per pair would
+        # double what this holds, one entry per pair compared, at most images x neighbours)
+        self.closeness: dict[int, float | None] = {}
         self.matches: dict[int, list[tuple[float, int]]] = {}  # `_best` of each image looked at
 
     def closeness_of(self, keeper: int, candidates: list[tuple[int, float]]) -> list[float | None]:
         """`TierThresholds.near` of `keeper` and each (image, cosine) candidate, each pair compared once."""
-        new = [(q, s) for q, s in candidates if (keeper, q) not in self.closeness]
+        new = [(q, s) for q, s in candidates if self._pair(keeper, q) not in self.closeness]
         if new:
             found = self.limits.near(self.facts[keeper], [(self.facts[q], s) for q, s in new])
-            self.closeness.update(((keeper, q), close) for (q, _), close in zip(new, found))
-        return [self.closeness[(keeper, q)] for q, _ in candidates]
+            self.closeness.update((self._pair(keeper, q), close) for (q, _), close in zip(new, found))
+        return [self.closeness[self._pair(keeper, q)] for q, _ in candidates]
+
+    def _pair(self, keeper: int, image: int) -> int:
+        return keeper * len(self.facts) + image
 
     def _best(self, image: int) -> list[tuple[float, int]]:
         """(closeness, image) of `image`'s near duplicates among its closest neighbours, closest first."""
@@ -67,7 +72,7 @@ class NearMatches:
                 centres = self._centres(leader)
                 if image in centres:
                     return False
-            tie = self.closeness.get((leader, other), self.closeness.get((other, leader)))
+            tie = self.closeness.get(self._pair(leader, other), self.closeness.get(self._pair(other, leader)))
             if other in centres or (tie is not None and 1.0 - tie < RIVAL_MISFIT * (1.0 - rival)):
                 continue  # the rival is one with the keeper: the original of a copy that was kept, or a copy
             return True
@@ -93,7 +98,7 @@ class NearMatches:
         batch: list[tuple[int, float]] = []
         for q, s in candidates:
             earlier = self.rank[q] < self.rank[image]
-            exact = earlier and ((q, image) in self.closeness or not self._same_size(q, image))
+            exact = earlier and (self._pair(q, image) in self.closeness or not self._same_size(q, image))
             (one_by_one if exact else batch).append((q, s))
         found = [(close, q) for (q, _), close in zip(batch, self.closeness_of(image, batch)) if close is not None]
         for q, s in one_by_one:
