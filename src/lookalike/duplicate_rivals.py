@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .duplicate_rules import ImageFacts, TierThresholds
+from .duplicate_rules import ImageFacts, TierThresholds, same_size
 
 # Another image takes a near duplicate away from its leader when its misfit (1 - thumbnail correlation) with it is
 # under this share of the leader's; unless it is one of the leader's own closest matches, or tied to the leader
@@ -98,7 +98,8 @@ class NearMatches:
         batch: list[tuple[int, float]] = []
         for q, s in candidates:
             earlier = self.rank[q] < self.rank[image]
-            exact = earlier and (self._pair(q, image) in self.closeness or not self._same_size(q, image))
+            compared = self._pair(q, image) in self.closeness
+            exact = earlier and (compared or not same_size(self.facts[q], self.facts[image]))
             (one_by_one if exact else batch).append((q, s))
         found = [(close, q) for (q, _), close in zip(batch, self.closeness_of(image, batch)) if close is not None]
         for q, s in one_by_one:
@@ -106,8 +107,3 @@ class NearMatches:
             if close is not None:
                 found.append((close, q))
         return sorted(found, reverse=True)
-
-    def _same_size(self, first: int, second: int) -> bool:
-        """Whether two images have the same known width and height."""
-        a, b = self.facts[first], self.facts[second]
-        return bool(a.width and a.height) and (a.width, a.height) == (b.width, b.height)

@@ -117,7 +117,7 @@ class TierThresholds:
                 <= (self.small_resized_coarse_signature if small else self.resized_coarse_signature)
                 and not looks_cropped(wider.signature, other.signature, _aspect(wider))  # type: ignore[arg-type]
             )
-        if _sizes_known(first, second) and not _same_size(first, second):
+        if _sizes_known(first, second) and not same_size(first, second):
             return False  # another size and another shape: cut, not re-encoded or resized
         # A small file's thumbnail pixel averages few of its pixels, so a re-encode's noise shows more in it.
         few_pixels = _sizes_known(first, second) and min(first.width or 0, first.height or 0) <= FEW_PIXELS_SIDE
@@ -168,12 +168,12 @@ class TierThresholds:
         aspect = _aspect(keeper)
         found = crop_tolerant_correlation(keeper.signature, signatures, crops=False, aspect=aspect)  # type: ignore[arg-type]
         short = found < self.near_correlation
-        for same_size in (True, False):
-            look = [i for i, item in enumerate(items) if short[i] and _same_size(keeper, item) == same_size]
+        for equal_sizes in (True, False):
+            look = [i for i, item in enumerate(items) if short[i] and same_size(keeper, item) == equal_sizes]
             if not look:
                 continue
             others = [signatures[i] for i in look]
-            if same_size:
+            if equal_sizes:
                 again = watermark_masked_correlation(keeper.signature, others, aspect)  # type: ignore[arg-type]
             else:
                 # The whole and turned views were tried above: only the crops are new.
@@ -259,7 +259,8 @@ def _sizes_known(first: ImageFacts, second: ImageFacts) -> bool:
     return bool(first.width and first.height and second.width and second.height)
 
 
-def _same_size(first: ImageFacts, second: ImageFacts) -> bool:
+def same_size(first: ImageFacts, second: ImageFacts) -> bool:
+    """Whether two files have the same known width and height."""
     return bool(first.width and first.height) and (first.width, first.height) == (second.width, second.height)
 
 
