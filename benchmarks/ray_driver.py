@@ -115,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--baseline", help="the src folder of the code to compare with")
-    parser.add_argument("--shard-sizes", default="32,256", help="comma-separated files per shard (--batch-size)")
+    parser.add_argument("--shard-sizes", default="32,256", help="comma-separated files per shard (--shard-size)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--index", help=argparse.SUPPRESS)
     parser.add_argument("--shard", type=int, help=argparse.SUPPRESS)
