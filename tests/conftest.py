@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from lookalike.demo import sample_photo
 from lookalike.index import VectorIndex
 from seeded import COUNT, IDS, K, build, clustered_unit_vectors, make_collection, mixture
 
@@ -128,3 +130,9 @@ def media(tmp_path: Path):  # noqa: ANN201 - yields the mount point
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture(scope="module")
+def coffee() -> Image.Image:
+    """scikit-image's coffee photo: the picture the signature and alignment tests edit."""
+    return sample_photo("coffee")

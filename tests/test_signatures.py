@@ -24,11 +24,6 @@ from lookalike.thumbnail_alignment import crop_tolerant_correlation
 from pictures import jpeg, pixels
 
 
-@pytest.fixture(scope="module")
-def coffee() -> Image.Image:
-    return sample_photo("coffee")
-
-
 def test_signature_is_a_grey_and_a_colour_thumbnail_and_the_same_every_time(coffee: Image.Image) -> None:
     first = compute_signature(pixels(coffee))
     assert len(first) == SIGNATURE_BYTES == 32 * 32 + 8 * 8 * 3

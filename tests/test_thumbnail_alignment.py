@@ -21,11 +21,6 @@ from lookalike.thumbnail_alignment import (
 from pictures import jpeg, pixels
 
 
-@pytest.fixture(scope="module")
-def coffee() -> Image.Image:
-    return sample_photo("coffee")
-
-
 def test_a_corner_watermark_is_left_out_of_the_correlation(coffee: Image.Image) -> None:
     marked = coffee.convert("RGB")
     w, h = marked.size
