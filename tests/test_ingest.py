@@ -18,7 +18,7 @@ from PIL import Image
 
 from disks import remount
 from lookalike import Collection
-from lookalike.demo import sample_photo
+from lookalike.demo import SAMPLE_PHOTOS, sample_photo
 from lookalike.files import FileEntry
 from lookalike.images import decode_file
 
@@ -359,6 +359,24 @@ def test_the_map_step_is_a_pure_function_of_files_whose_results_travel(tmp_path:
     one_by_one = map_files(entries, embedder, embedder.input_size, batch=1)
     assert [m.entry.path for m in one_by_one] == [m.entry.path for m in mapped]
     np.testing.assert_allclose(one_by_one.vectors, mapped.vectors, atol=1e-6)
+
+
+def test_a_map_task_that_decodes_in_threads_gives_what_one_decoding_in_turn_gives(tmp_path: Path) -> None:
+    """A task holding several CPUs (one per share of a GPU node) decodes ahead of the model in threads."""
+    from lookalike import load_embedder
+    from lookalike.ingest import map_files
+
+    photos = _photos(tmp_path / "photos", SAMPLE_PHOTOS)
+    broken = tmp_path / "photos" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    entries = [FileEntry(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in [*photos[:5], broken, *photos[5:]]]
+    embedder = load_embedder(PLUMBING)
+    in_turn = map_files(entries, embedder, embedder.input_size, batch=4)
+    threaded = map_files(entries, embedder, embedder.input_size, batch=4, decode_threads=3)
+    assert len(entries) > 8  # more than decode_pool.INLINE_LIMIT: the threads really run
+    assert threaded.rows == in_turn.rows and threaded.rows[5].error is not None
+    np.testing.assert_array_equal(threaded.vectors, in_turn.vectors)
+    assert len(threaded.vectors) == len(entries) - 1
 
 
 def test_a_shard_from_a_cluster_is_committed_whole_or_not_at_all(tmp_path: Path) -> None:

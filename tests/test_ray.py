@@ -282,3 +282,18 @@ def test_tasks_on_gpus_take_larger_shards_so_one_driver_keeps_up() -> None:
 
     assert shard_size(device="cuda") == GPU_SHARD_SIZE > shard_size(device="cpu") == shard_size() == SHARD_SIZE
     assert shard_size(device="cuda", shard_size=64) == 64
+
+
+def test_tasks_on_gpus_hold_their_share_of_the_cpus_of_the_gpu_nodes_to_decode_with() -> None:
+    from lookalike.ray_ingest import TASKS_PER_GPU, cpus_per_gpu_task
+
+    def node(cpus: float, gpus: float = 0, alive: bool = True) -> dict:
+        return {"Alive": alive, "Resources": {"CPU": cpus, **({"GPU": gpus} if gpus else {})}}
+
+    # A 16-core node with one GPU runs TASKS_PER_GPU tasks on it, each decoding with its share of the cores.
+    assert cpus_per_gpu_task([node(16, 1)]) == 16 // TASKS_PER_GPU == 4
+    # The task must fit on every GPU node (the one with the fewest CPUs per GPU); CPU-only and dead nodes
+    # don't count, and a task always holds at least one CPU.
+    assert cpus_per_gpu_task([node(64), node(16, 1), node(32, 4), node(8, 1, alive=False)]) == 2
+    assert cpus_per_gpu_task([node(2, 1)]) == 1
+    assert cpus_per_gpu_task([node(4)]) == 1

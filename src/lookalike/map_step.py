@@ -13,11 +13,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .catalog_duplicates import StoredSignature
-from .decode_pool import decode_entry, signature_of
+from .decode_pool import DecodedFile, Outcome, decode_files, prepare_file
 from .embedders import Embedder
-from .errors import ImageDecodeError
 from .files import FileEntry
-from .images import DecodedImage
 
 
 @dataclass(frozen=True)
@@ -78,25 +76,54 @@ class MappedShard:
 
 
 def map_files(
-    entries: list[FileEntry], embedder: Embedder, input_size: int, max_megapixels: float | None = None, batch: int = 32
+    entries: list[FileEntry],
+    embedder: Embedder,
+    input_size: int,
+    max_megapixels: float | None = None,
+    batch: int = 32,
+    decode_threads: int = 0,
 ) -> MappedShard:
     """Decode and embed files, `batch` at a time (a shard's pixels are never all held at once): a pure function
-    of the files, for a worker process or a cluster task."""
-    rows, vectors = [], [np.zeros((0, embedder.dim), np.float32)]
-    for start in range(0, len(entries), batch):
-        decoded = [
-            (entry, decode_entry(entry.path, input_size, max_megapixels)) for entry in entries[start : start + batch]
-        ]
-        good = [image for _, image in decoded if isinstance(image, DecodedImage)]
-        vectors += [np.asarray(embedder.embed(np.stack([image.pixels for image in good])), np.float32)] if good else []
-        rows += [_mapped_row(entry, image) for entry, image in decoded]
+    of the files, for a worker process or a cluster task.
+
+    With `decode_threads`, that many threads decode ahead of the model, as a local ingest decodes
+    (`decode_pool.decode_files`): a task that holds several CPUs, or whose model runs on a GPU, decodes while the
+    model runs instead of between its runs. 0 decodes one file after another in this thread. On a GPU the batch
+    is at least the embedder's forward batch, and JPEGs are decoded on the GPU where it can (nvJPEG).
+    """
+    if embedder.device == "cuda":
+        batch = max(batch, embedder.forward_batch)  # small batches leave the device idle
+    decoder = embedder.file_decoder()
+    if decode_threads > 0:
+        outcomes = decode_files(
+            iter(entries), len(entries), input_size, max_megapixels, decode_threads, "threads", decoder=decoder
+        )
+    else:
+        outcomes = ((entry, prepare_file(entry.path, input_size, max_megapixels, decoder)) for entry in entries)
+    rows: list[MappedRow] = []
+    vectors = [np.zeros((0, embedder.dim), np.float32)]
+    chunk: list[tuple[FileEntry, Outcome]] = []
+    for outcome in outcomes:
+        chunk.append(outcome)
+        if len(chunk) >= batch:
+            vectors += _embedded(chunk, embedder)
+            rows += [_mapped_row(entry, decoded) for entry, decoded in chunk]
+            chunk = []
+    vectors += _embedded(chunk, embedder)
+    rows += [_mapped_row(entry, decoded) for entry, decoded in chunk]
     return MappedShard(rows, np.concatenate(vectors))
 
 
-def _mapped_row(entry: FileEntry, image: DecodedImage | ImageDecodeError) -> MappedRow:
-    if not isinstance(image, DecodedImage):
-        return MappedRow(entry.path, entry.size, entry.mtime_ns, "", 0, 0, image.reason, None, None, 0)
-    signature = signature_of(entry.path, image)
+def _embedded(chunk: list[tuple[FileEntry, Outcome]], embedder: Embedder) -> list[np.ndarray]:
+    """The embeddings of the chunk's decoded files, as a one-array list (empty if none was decoded)."""
+    good = [decoded.image.pixels for _, decoded in chunk if isinstance(decoded, DecodedFile)]
+    return [np.asarray(embedder.embed(np.stack(good)), np.float32)] if good else []
+
+
+def _mapped_row(entry: FileEntry, decoded: Outcome) -> MappedRow:
+    if not isinstance(decoded, DecodedFile):
+        return MappedRow(entry.path, entry.size, entry.mtime_ns, "", 0, 0, decoded.reason, None, None, 0)
+    image, signature = decoded.image, decoded.signature
     return MappedRow(
         entry.path,
         entry.size,

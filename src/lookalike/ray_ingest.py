@@ -31,7 +31,9 @@ SHARD_SIZE = 256  # files per task: the driver's cost per image falls with shard
 # ... so tasks on GPUs, where one driver must keep up with many fast workers, take more: 0.040 ms of the driver's CPU
 # per image instead of 0.055 (side by side), for 2 s of a 500 images/s worker's time per task.
 GPU_SHARD_SIZE = 1024
-TASKS_PER_GPU = 4  # shard tasks sharing one GPU: each decodes on its own CPU, so the model is rarely idle
+TASKS_PER_GPU = 4  # shard tasks sharing one GPU, so that the model is rarely idle while a task gathers a batch ...
+# ... and each task decodes in threads on its share of its node's CPUs (a 16-core node with one GPU: 4 threads a
+# task), where one thread a task left most of the cores idle (docs/benchmarks.md, "The map step in threads").
 
 _WORKER_EMBEDDERS: dict[tuple[str, str, str], Embedder] = {}  # per worker process: loaded once, kept
 
@@ -49,6 +51,7 @@ class ShardJob:
     input_size: int
     max_megapixels: float | None
     batch_size: int = 32  # images per model run inside the shard
+    decode_threads: int = 0  # threads decoding ahead of the model (0: one file after another, between its runs)
 
     @property
     def entries(self) -> list[FileEntry]:
@@ -61,7 +64,20 @@ def map_shard(job: ShardJob) -> tuple[str, MappedShard]:
     embedder = _WORKER_EMBEDDERS.get(key)
     if embedder is None:
         embedder = _WORKER_EMBEDDERS[key] = load_embedder(job.embedder_name, job.device, job.engine)
-    return embedder.identity, map_files(job.entries, embedder, job.input_size, job.max_megapixels, job.batch_size)
+    return embedder.identity, map_files(
+        job.entries, embedder, job.input_size, job.max_megapixels, job.batch_size, job.decode_threads
+    )
+
+
+def cpus_per_gpu_task(nodes: list[dict[str, Any]]) -> int:
+    """The CPUs each GPU shard task holds (and decodes with): its share of the CPUs of the GPU node with the fewest
+    per GPU, so that a task fits on every GPU node; at least one. `nodes` is what `ray.nodes()` gives."""
+    shares = [
+        int(resources.get("CPU", 0) // (resources["GPU"] * TASKS_PER_GPU))
+        for node in nodes
+        if node.get("Alive") and (resources := node.get("Resources", {})).get("GPU")
+    ]
+    return max(1, min(shares, default=1))
 
 
 class RayMapper:
@@ -99,20 +115,27 @@ class RayMapper:
         self.shard_size = shard_size
         self.batch_size = batch_size
 
-    def _shards(self, todo: Iterator[FileEntry]) -> Iterator[ShardJob]:
+    def _shards(self, todo: Iterator[FileEntry], decode_threads: int) -> Iterator[ShardJob]:
         shard: list[FileEntry] = []
         for entry in todo:
             shard.append(entry)
             if len(shard) >= self.shard_size:
-                yield self._job(shard)
+                yield self._job(shard, decode_threads)
                 shard = []
         if shard:
-            yield self._job(shard)
+            yield self._job(shard, decode_threads)
 
-    def _job(self, entries: list[FileEntry]) -> ShardJob:
+    def _job(self, entries: list[FileEntry], decode_threads: int) -> ShardJob:
         files = [(entry.path, entry.size, entry.mtime_ns) for entry in entries]
         return ShardJob(
-            files, self.embedder_name, self.device, self.engine, self.input_size, self.max_megapixels, self.batch_size
+            files,
+            self.embedder_name,
+            self.device,
+            self.engine,
+            self.input_size,
+            self.max_megapixels,
+            self.batch_size,
+            decode_threads,
         )
 
     def __call__(self, todo: Iterator[FileEntry], total: int) -> Iterator[MappedShard]:
@@ -120,12 +143,17 @@ class RayMapper:
         if total == 0:
             return
         with ClusterSession(self.address) as ray:
-            task = ray.remote(max_retries=3, **self._resources(ray))(map_shard)
-            for result in results_as_finished(ray, (task.remote(job) for job in self._shards(todo))):
+            resources = self._resources(ray)
+            # A task on a GPU decodes in as many threads as it holds CPUs; a CPU task (one CPU, whose model
+            # computes on it too) decodes between the model's runs, as before.
+            threads = int(resources["num_cpus"]) if self.device == "cuda" else 0
+            task = ray.remote(max_retries=3, **resources)(map_shard)
+            for result in results_as_finished(ray, (task.remote(job) for job in self._shards(todo, threads))):
                 yield self._checked(result)
 
     def _resources(self, ray: Any) -> dict[str, float]:
-        """What each shard's task holds: a CPU, and with device cuda a share of a GPU (several decode per GPU)."""
+        """What each shard's task holds: a CPU; with device cuda a share of a GPU (several tasks per GPU) and
+        that share of its node's CPUs."""
         if self.device != "cuda":
             return {"num_cpus": 1}
         if not ray.cluster_resources().get("GPU"):
@@ -134,7 +162,7 @@ class RayMapper:
                 "(start GPU nodes with ray start --num-gpus=N)",
                 "device",
             )
-        return {"num_cpus": 1, "num_gpus": 1 / TASKS_PER_GPU}
+        return {"num_cpus": cpus_per_gpu_task(ray.nodes()), "num_gpus": 1 / TASKS_PER_GPU}
 
     def _checked(self, result: tuple[str, MappedShard]) -> MappedShard:
         identity, mapped = result
