@@ -115,6 +115,27 @@ def test_moved_and_copied_files_reuse_their_embedding(tmp_path: Path) -> None:
     assert hits[0].path == str(moved)
 
 
+def test_a_copy_in_another_folder_of_the_collection_leaves_the_original_where_it_is(tmp_path: Path) -> None:
+    """Indexing a second folder must not take rows from the first: only a file gone from disk has moved."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    coffee, chelsea = _photos(first, ["coffee", "chelsea"])
+    second.mkdir()
+    shutil.copy(coffee, second / "coffee-copy.jpg")
+    with Collection.create(tmp_path / "idx", embedder=PLUMBING) as collection:
+        collection.add_folder(first)
+        report = collection.add_folder(second)
+        assert (report.embedded, report.moved, report.reused) == (0, 0, 1)
+        assert collection.catalog.image_by_path(str(coffee)) is not None
+        assert collection.catalog.image_by_path(str(second / "coffee-copy.jpg")) is not None
+        # A file that did leave the first folder for the second is a move.
+        old_id = collection.catalog.image_by_path(str(chelsea)).id
+        chelsea.rename(second / "chelsea.jpg")
+        report = collection.add_folder(second)
+        assert (report.embedded, report.moved, report.reused) == (0, 1, 0)
+        assert collection.catalog.image_by_path(str(second / "chelsea.jpg")).id == old_id
+        assert collection.catalog.image_by_path(str(chelsea)) is None
+
+
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
 def test_deleted_and_changed_files_leave_the_results(tmp_path: Path, kind: str) -> None:
     photos = tmp_path / "photos"

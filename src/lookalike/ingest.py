@@ -271,7 +271,7 @@ class Ingester:
         if not matches:
             return False
         same_place = next((m for m in matches if m.path == entry.path), None)
-        moved_from = same_place or next((m for m in matches if not self.queue.was_seen(m.path)), None)
+        moved_from = same_place or next((m for m in matches if self._gone(m.path)), None)
         if moved_from is not None:
             self.catalog.move_image(moved_from.id, entry.path, entry.size, entry.mtime_ns)
             if same_place is None:
@@ -289,6 +289,11 @@ class Ingester:
         )
         self.report.reused += 1
         return True
+
+    def _gone(self, path: str) -> bool:
+        """True when a stored file has left its place: not seen by this scan and not on disk. (A file of another
+        folder of the collection is never seen by this scan: it has moved only if it is gone from disk.)"""
+        return not self.queue.was_seen(path) and not os.path.lexists(path)
 
     def _loaded_embedder(self) -> Embedder:
         if self._embedder is None:
