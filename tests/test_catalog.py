@@ -192,3 +192,19 @@ def test_batch_lookups_by_path_and_by_hash_cover_more_than_one_query(tmp_path: P
         assert catalog.indexed_hashes(hashes) == {f"h{n}" for n in range(0, 700, 2)}
     finally:
         catalog.close()
+
+
+def test_a_catalog_knows_which_folders_it_holds_files_under(tmp_path: Path) -> None:
+    """What lets the first scan of a folder skip the diff: no row under it, nothing to compare."""
+    catalog = Catalog.open(tmp_path / "idx", create=True)
+    try:
+        catalog.add_indexed([NewImage("/photos/2024/a.jpg", 1, 1, "h", 1, 1, _unit(1))])
+        catalog.add_skipped("/scans/bad.jpg", 1, 1, "not an image")
+        assert catalog.has_images_under("/photos") and catalog.has_images_under("/photos/2024")
+        assert catalog.has_images_under("/scans") and catalog.has_images_under("/")
+        # A name that only starts the same, a sibling or a subfolder without files is another folder.
+        assert not catalog.has_images_under("/photos/2024/a.jpg")
+        assert not catalog.has_images_under("/photo") and not catalog.has_images_under("/photos/2025")
+        assert not catalog.has_images_under("/photos/20")
+    finally:
+        catalog.close()

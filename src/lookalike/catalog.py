@@ -179,6 +179,13 @@ class Catalog(EmbeddingTables, DuplicateTables):
         records = (record_from_row(row) for row in self._select_in(query, [encode_path(p) for p in paths]))
         return {record.path: record for record in records}
 
+    def has_images_under(self, folder: str) -> bool:
+        """True when a row (indexed or skipped) has its file under `folder`: one range lookup in the path index."""
+        prefix = encode_path(os.path.join(folder, ""))
+        beyond = prefix[:-1] + bytes([prefix[-1] + 1])  # the first path after every one that starts with prefix
+        query = "SELECT 1 FROM images WHERE path >= ? AND path < ? LIMIT 1"
+        return self.connection.execute(query, (prefix, beyond)).fetchone() is not None
+
     def indexed_with_hash(self, content_hash: str) -> list[ImageRecord]:
         """Indexed rows whose file content has this hash."""
         rows = self.connection.execute(

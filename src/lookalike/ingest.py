@@ -132,7 +132,7 @@ class Ingester:
 
     def plan(self, root: str) -> int:
         """Record every file seen, and queue the new or changed ones; return how many are queued."""
-        self.queue.begin()
+        self.queue.begin(root)
         chunk: list[FileEntry] = []
         scan_errors: list[tuple[str, str]] = []
         for entry in scan_images(root, on_error=lambda path, reason: scan_errors.append((path, reason))):
@@ -149,7 +149,8 @@ class Ingester:
     def _diff(self, entries: list[FileEntry]) -> None:
         """Record `entries` as seen and queue the new or changed ones (their rows looked up together)."""
         self.report.scanned += len(entries)
-        known = self.catalog.images_by_paths(entry.path for entry in entries)
+        # In a folder the catalog held nothing under when the scan began, no file can have a row yet.
+        known = {} if self.queue.new_folder else self.catalog.images_by_paths(entry.path for entry in entries)
         todo: list[tuple[str, int, int]] = []
         for entry in entries:
             record = known.get(entry.path)
