@@ -115,7 +115,7 @@ class RayMapper:
         self.shard_size = shard_size
         self.batch_size = batch_size
 
-    def _shards(self, todo: Iterator[FileEntry], decode_threads: int) -> Iterator[ShardJob]:
+    def _shards(self, todo: Iterator[FileEntry], decode_threads: int = 0) -> Iterator[ShardJob]:
         shard: list[FileEntry] = []
         for entry in todo:
             shard.append(entry)
@@ -125,7 +125,7 @@ class RayMapper:
         if shard:
             yield self._job(shard, decode_threads)
 
-    def _job(self, entries: list[FileEntry], decode_threads: int) -> ShardJob:
+    def _job(self, entries: list[FileEntry], decode_threads: int = 0) -> ShardJob:
         files = [(entry.path, entry.size, entry.mtime_ns) for entry in entries]
         return ShardJob(
             files,
