@@ -110,3 +110,19 @@ def test_unknown_device_and_engine_are_refused() -> None:
         load_embedder(device="tpu")
     with pytest.raises(EmbedderUnavailableError, match="unknown engine"):
         load_embedder(engine="tensorrt")
+
+
+def test_the_model_takes_the_threads_the_environment_gives_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ray task of one CPU (Ray sets OMP_NUM_THREADS=1) must not start a model thread per core of its node."""
+    import os
+
+    from lookalike.embedders import cpu_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpu_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert cpu_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert cpu_threads() == len(os.sched_getaffinity(0))

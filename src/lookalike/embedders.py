@@ -381,5 +381,13 @@ def load_embedder(
 
 
 def cpu_threads() -> int:
-    """Threads the model may use: one per core."""
-    return max(1, os.cpu_count() or 1)
+    """Threads the model may use: OMP_NUM_THREADS where the environment sets it (Ray sets it to a task's CPUs, and
+    PyTorch follows it too), else one per core this process may run on."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
