@@ -111,3 +111,20 @@ def test_a_series_of_drawings_is_not_gathered_under_its_first_but_each_joins_wha
     groups = find_duplicates(files(signatures, [4000, 3000, 2000, 1000]), vectors, MODEL)
 
     assert members(groups) == [{1, 2}, {3, 4}]
+
+
+def test_each_neighbour_list_holds_who_it_lists_and_who_lists_it_once_best_first() -> None:
+    """k-NN is not symmetric; grouping looks at the joined lists, each pair once with its best similarity."""
+    from lookalike.duplicate_neighbours import neighbour_lists
+
+    positions = np.arange(4)
+    found = np.array([[1, 2], [0, -1], [3, 0], [2, 1]])  # -1: fewer neighbours than k
+    sims = np.array([[0.9, 0.5], [0.9, -np.inf], [0.7, 0.5], [0.7, 0.6]], dtype=np.float32)
+    extra = (np.array([3, 0]), np.array([0, 0]), np.array([0.8, 1.0], dtype=np.float32))  # 0 -> 0 is dropped
+    lists = neighbour_lists(positions, sims, found, extra)
+    assert {p: rows.tolist() for p, (_, rows) in lists.items()} == {0: [1, 3, 2], 1: [0, 3], 2: [3, 0], 3: [0, 2, 1]}
+    np.testing.assert_allclose(lists[0][0], [0.9, 0.8, 0.5])
+    np.testing.assert_allclose(lists[3][0], [0.8, 0.7, 0.6])
+    # Equal similarities keep the rows in order.
+    tied = neighbour_lists(np.arange(3), np.full((3, 2), 0.5, np.float32), np.array([[2, 1], [0, 2], [1, 0]]))
+    assert [rows.tolist() for _, rows in tied.values()] == [[1, 2], [0, 2], [0, 1]]

@@ -87,9 +87,12 @@ def _trained_ivf(sample: np.ndarray, count: int) -> Any:  # a Faiss index (Faiss
 
 def _exact_similarities(vectors: np.ndarray, sims: np.ndarray, found: np.ndarray) -> None:
     """Replace approximate similarities by exact ones (in place), each row re-sorted best first."""
-    for start in range(0, len(vectors), 512):
-        rows = slice(start, start + 512)
-        neighbours = vectors[np.maximum(found[rows], 0)]
+    # 64 rows at a time: their gathered neighbours (64 x k x dim floats, 10 MiB for Lite0) stay in the CPU's cache
+    # while they are multiplied; 512 at a time took 1.5x as long at 100,000 files (same results).
+    for start in range(0, len(vectors), 64):
+        rows = slice(start, start + 64)
+        wanted = np.maximum(found[rows], 0)
+        neighbours = np.take(vectors, wanted.ravel(), axis=0).reshape(*wanted.shape, vectors.shape[1])
         exact = np.einsum("nd,nkd->nk", vectors[rows], neighbours)
         exact[found[rows] < 0] = -np.inf
         order = np.argsort(-exact, axis=1, kind="stable")
@@ -179,17 +182,30 @@ def neighbour_lists(
         targets = np.concatenate([targets, extra[1]])
         weights = np.concatenate([weights, extra[2]])
     keep = (targets >= 0) & (targets != sources)
-    sources, targets, weights = sources[keep], targets[keep], weights[keep]
+    sources, targets, weights = sources[keep].astype(np.int64), targets[keep].astype(np.int64), weights[keep]
     edges_from = np.concatenate([sources, targets])
     edges_to = np.concatenate([targets, sources])
-    edge_sims = np.concatenate([weights, weights])
-    order = np.lexsort((-edge_sims, edges_to, edges_from))
-    edges_from, edges_to, edge_sims = edges_from[order], edges_to[order], edge_sims[order]
-    first = np.ones(len(order), dtype=bool)  # a pair listed both ways is kept once
-    first[1:] = (edges_from[1:] != edges_from[:-1]) | (edges_to[1:] != edges_to[:-1])
-    edges_from, edges_to, edge_sims = edges_from[first], edges_to[first], edge_sims[first]
-    by_sim = np.lexsort((edges_to, -edge_sims, edges_from))  # within a position: best first, then by row
+    edge_sims = np.concatenate([weights, weights]).astype(np.float32) + np.float32(0.0)  # -0.0 becomes 0.0
+    # Sorting single int64 keys, not lexsorting three columns twice (3x faster at 100,000 files, same lists).
+    pair = edges_from * (int(max(edges_from.max(initial=0), edges_to.max(initial=0))) + 1) + edges_to
+    order = np.argsort(pair, kind="stable")
+    pair, edges_from, edges_to, edge_sims = pair[order], edges_from[order], edges_to[order], edge_sims[order]
+    first = np.ones(len(order), dtype=bool)  # a pair listed both ways is kept once, with its best similarity
+    first[1:] = pair[1:] != pair[:-1]
+    starts_of_pairs = np.flatnonzero(first)
+    best = np.maximum.reduceat(edge_sims, starts_of_pairs) if len(starts_of_pairs) else edge_sims
+    edges_from, edges_to, edge_sims = edges_from[first], edges_to[first], best
+    # Within a position, best first, then by row: the rows are in order already, so a stable sort on
+    # (position, descending similarity) keeps them so among equal similarities.
+    by_sim = np.argsort((edges_from << 32) | _descending_bits(edge_sims), kind="stable")
     edges_from, edges_to, edge_sims = edges_from[by_sim], edges_to[by_sim], edge_sims[by_sim]
     starts = np.searchsorted(edges_from, positions)
     ends = np.searchsorted(edges_from, positions, side="right")
     return {int(p): (edge_sims[a:b], edges_to[a:b]) for p, a, b in zip(positions, starts, ends)}
+
+
+def _descending_bits(values: np.ndarray) -> np.ndarray:
+    """float32 values as int64 keys in 0..2^32 that sort in the values' descending order."""
+    bits = values.view(np.uint32).astype(np.int64)
+    ascending = np.where(bits >= 1 << 31, (1 << 32) - 1 - bits, bits + (1 << 31))  # negatives reversed below
+    return (1 << 32) - 1 - ascending
