@@ -33,7 +33,7 @@ SHARD_SIZE = 256  # files per task: the driver's cost per image falls with shard
 GPU_SHARD_SIZE = 1024
 TASKS_PER_GPU = 4  # shard tasks sharing one GPU, so that the model is rarely idle while a task gathers a batch ...
 # ... and each task decodes in threads on its share of its node's CPUs (a 16-core node with one GPU: 4 threads a
-# task), where one thread a task left most of the cores idle (docs/benchmarks.md, "The map step in threads").
+# task), where one thread a task left most of the cores idle (docs/benchmarks.md, "One task's map step").
 
 _WORKER_EMBEDDERS: dict[tuple[str, str, str], Embedder] = {}  # per worker process: loaded once, kept
 
@@ -75,7 +75,7 @@ def cpus_per_gpu_task(nodes: list[dict[str, Any]]) -> int:
     shares = [
         int(resources.get("CPU", 0) // (resources["GPU"] * TASKS_PER_GPU))
         for node in nodes
-        if node.get("Alive") and (resources := node.get("Resources", {})).get("GPU")
+        if node.get("Alive") and (resources := node.get("Resources") or {}).get("GPU")
     ]
     return max(1, min(shares, default=1))
 
