@@ -400,6 +400,47 @@ def test_a_map_task_that_decodes_in_threads_gives_what_one_decoding_in_turn_give
     assert len(threaded.vectors) == len(entries) - 1
 
 
+def test_a_cluster_is_sent_files_while_the_scan_goes_on(tmp_path: Path) -> None:
+    """With a mapper (a cluster), files go out as the scan finds them: the cluster does not wait for the whole
+    folder to be scanned, and the progress total grows with the scan. A re-run finds nothing and sends nothing."""
+    from lookalike.catalog import Catalog
+    from lookalike.ingest import SCAN_CHUNK, Ingester, MappedRow, MappedShard
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    count = 2 * SCAN_CHUNK + 500
+    for number in range(count):
+        (photos / f"{number:05d}.jpg").write_bytes(b"not an image")
+    scanned_when_sent: list[int] = []
+    calls: list[int] = []
+    progress: list[tuple[int, int]] = []
+
+    def mapper(todo: Iterator[FileEntry], total: int) -> Iterator[MappedShard]:
+        calls.append(total)
+        rows = []
+        for entry in todo:
+            scanned_when_sent.append(ingester.report.scanned)
+            rows.append(MappedRow(entry.path, entry.size, entry.mtime_ns, "", 0, 0, "not an image", None, None, 0))
+            if len(rows) == 300:
+                yield MappedShard(rows, np.zeros((0, 3), np.float32))
+                rows = []
+        yield MappedShard(rows, np.zeros((0, 3), np.float32))
+
+    catalog = Catalog.open(tmp_path / "idx", create=True)
+    try:
+        ingester = Ingester(catalog, lambda: None, 224, mapper=mapper, on_progress=lambda *p: progress.append(p))
+        report = ingester.run(str(photos))
+        assert report.scanned == count and len(report.skipped) == count
+        assert scanned_when_sent[0] == SCAN_CHUNK < count  # the first file went out after the first chunk
+        totals = [total for _, total in progress]
+        assert totals == sorted(totals) and totals[0] < count and progress[-1] == (count, count)
+        assert calls == [SCAN_CHUNK]
+        again = Ingester(catalog, lambda: None, 224, mapper=mapper).run(str(photos))
+        assert again.unchanged == count and calls == [SCAN_CHUNK]
+    finally:
+        catalog.close()
+
+
 def test_a_shard_from_a_cluster_is_committed_whole_or_not_at_all(tmp_path: Path) -> None:
     from lookalike.catalog import Catalog
     from lookalike.embedders import load_embedder

@@ -2,7 +2,8 @@
 
 Three steps, so each can run where it fits best:
 - plan: scan the folder and diff it against the catalog (the scan queue holds what to process);
-  unchanged files (same path, size and mtime) are not read at all;
+  unchanged files (same path, size and mtime) are not read at all; with a mapper (a cluster), files are
+  sent as the scan finds them, so the cluster does not wait for the whole folder to be scanned;
 - map: a pure function of a file, `map_step.map_files` (decode, hash, embed), that a thread, a process or
   a cluster task can run; locally, files are decoded, hashed and signed in worker threads or
   processes (`decode_pool`) while the model runs on the previous batch;
@@ -13,6 +14,7 @@ Three steps, so each can run where it fits best:
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -75,8 +77,9 @@ class _Pending:
 
 ProgressCallback = Callable[[int, int], None]
 SkipCallback = Callable[[str, str], None]
-# Another place to run the map step (a cluster): given the files to process and how many there are, yields the
-# map step's results in groups, in any order, as they arrive; each group is committed before the next is asked for.
+# Another place to run the map step (a cluster): given the files to process (as the scan finds them) and how many
+# the scan had found when it started (at least one; more follow), yields the map step's results in groups, in any
+# order, as they arrive; each group is committed before the next is asked for.
 Mapper = Callable[[Iterator[FileEntry], int], Iterator[MappedShard]]
 
 
@@ -118,8 +121,11 @@ class Ingester:
         started = time.perf_counter()
         root = os.path.abspath(root)
         try:
-            self.plan(root)
-            self._process()
+            if self.mapper is not None:
+                self._map_while_scanning(root)
+            else:
+                self.plan(root)
+                self._process()
             self.report.removed = self.catalog.remove_images(r.id for r in self.queue.unseen_under(root))
         except KeyboardInterrupt:
             self.report.interrupted = True
@@ -132,22 +138,29 @@ class Ingester:
 
     def plan(self, root: str) -> int:
         """Record every file seen, and queue the new or changed ones; return how many are queued."""
+        for _ in self._scanned(root):
+            pass
+        return self.queue.todo_count()
+
+    def _scanned(self, root: str, queue: bool = True) -> Iterator[list[tuple[str, int, int]]]:
+        """Scan and diff `root` SCAN_CHUNK files at a time, yielding each chunk's (path, size, mtime_ns) to process
+        (kept in the scan queue too, with `queue`); files that cannot be listed are skipped at the end."""
         self.queue.begin(root)
         chunk: list[FileEntry] = []
         scan_errors: list[tuple[str, str]] = []
         for entry in scan_images(root, on_error=lambda path, reason: scan_errors.append((path, reason))):
             chunk.append(entry)
             if len(chunk) >= SCAN_CHUNK:
-                self._diff(chunk)
+                yield self._diff(chunk, queue)
                 chunk = []
-        self._diff(chunk)
+        yield self._diff(chunk, queue)
         self.queue.record([path for path, _ in scan_errors])
         for path, reason in scan_errors:
             self._skip(FileEntry(path, 0, 0), reason)
-        return self.queue.todo_count()
 
-    def _diff(self, entries: list[FileEntry]) -> None:
-        """Record `entries` as seen and queue the new or changed ones (their rows looked up together)."""
+    def _diff(self, entries: list[FileEntry], queue: bool = True) -> list[tuple[str, int, int]]:
+        """Record `entries` as seen and return the new or changed ones, queued too with `queue` (their rows
+        looked up together)."""
         self.report.scanned += len(entries)
         # In a folder the catalog held nothing under when the scan began, no file can have a row yet.
         known = {} if self.queue.new_folder else self.catalog.images_by_paths(entry.path for entry in entries)
@@ -160,22 +173,40 @@ class Ingester:
                     self.report.skipped.append((record.path, record.error or "skipped"))
             else:
                 todo.append((entry.path, entry.size, entry.mtime_ns))
-        self.queue.record([entry.path for entry in entries], todo)
+        self.queue.record([entry.path for entry in entries], todo if queue else ())
+        return todo
 
     # --- map (decode, embed) and commit ----------------------------------------------
+
+    def _map_while_scanning(self, root: str) -> None:
+        """Send files to the mapper (a cluster) as the scan finds them, so the cluster works while the rest of the
+        folder is scanned; a scan that finds nothing to do never reaches the cluster. The progress total is what
+        the scan has queued so far. (A stored file counts as moved only once it is gone from disk, `_gone`, so a
+        commit never takes a row whose file the scan has not reached yet.)"""
+        queued = 0
+
+        def todo() -> Iterator[FileEntry]:
+            nonlocal queued
+            for files in self._scanned(root, queue=False):
+                queued += len(files)
+                yield from (FileEntry(path, size, mtime) for path, size, mtime in files)
+
+        pending = todo()
+        first = next(pending, None)
+        if first is None or self.mapper is None:
+            return
+        done = 0
+        self.on_progress(0, queued)
+        for group in self.mapper(itertools.chain([first], pending), queued):
+            self.commit_mapped(group)
+            done += len(group)
+            self.on_progress(done, queued)
 
     def _process(self) -> None:
         total = self.queue.todo_count()
         batch: list[_Pending] = []
         self.on_progress(0, total)
         todo = (FileEntry(path, size, mtime) for path, size, mtime in self.queue.iter_todo())
-        if self.mapper is not None:
-            done = 0
-            for group in self.mapper(todo, total):
-                self.commit_mapped(group)
-                done += len(group)
-                self.on_progress(done, total)
-            return
         if total == 0:  # nothing new or changed: a re-run never loads the model
             return
         # The model is loaded before decoding starts: on a GPU it may decode the JPEGs itself (nvJPEG), and it

@@ -88,6 +88,9 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit=self.unit, dynamic_ncols=True, file=sys.stderr)
+        if total != self.bar.total:  # a cluster ingest's total grows while the scan goes on
+            self.bar.total = total
+            self.bar.refresh()
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
