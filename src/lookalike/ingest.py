@@ -79,7 +79,7 @@ ProgressCallback = Callable[[int, int], None]
 SkipCallback = Callable[[str, str], None]
 # Another place to run the map step (a cluster): given the files to process (as the scan finds them) and how many
 # the scan had found when it started (at least one; more follow), yields the map step's results in groups, in any
-# order, as they arrive; each group is committed before the next is asked for.
+# order, as they arrive; each group is committed before the next is asked for. It reads all the files it is given.
 Mapper = Callable[[Iterator[FileEntry], int], Iterator[MappedShard]]
 
 
@@ -201,6 +201,8 @@ class Ingester:
             self.commit_mapped(group)
             done += len(group)
             self.on_progress(done, queued)
+        for _ in pending:  # a mapper that stopped reading early: finish the scan (the rest waits for the next run)
+            pass
 
     def _process(self) -> None:
         total = self.queue.todo_count()
