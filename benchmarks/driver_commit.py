@@ -4,8 +4,9 @@
 
 What `lookalike index --ray` does on its driver, in one process and with no model: scan a folder of --images
 files, diff it against a new catalog, hand the files to the map step a shard at a time (as the scan finds them),
-take in its results shard by shard (unpickled, as the driver takes them from a Ray worker) and commit each shard. The results are made up front, in each version's own
-form: 1,280 float32 dimensions (EfficientNet-Lite0's), a 1.2 KiB pixel signature, a 32-hex-digit content hash;
+take in its results shard by shard (unpickled, as the driver takes them from a Ray worker) and commit each
+shard. The results are made up front, in each version's own form: 1,280 float32 dimensions (EfficientNet-Lite0's),
+a 1.2 KiB pixel signature, a 32-hex-digit content hash;
 one file in 100 is a decode error and one in 100 a byte copy of an earlier file (the reuse path). A second
 run over the same folder finds nothing new (the re-scan cost). Last, the floor under a commit: the bare
 INSERTs (row, embedding, CRC, signature; one executemany per table and shard) with no Python around them, with
