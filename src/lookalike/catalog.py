@@ -81,6 +81,17 @@ def encode_path(path: str) -> bytes:
     return os.fsencode(path)
 
 
+# The rows whose file lies under a folder, with the parameters `folder_bounds` gives: a range of the path index.
+UNDER_FOLDER = "path >= ? AND path < ?"
+
+
+def folder_bounds(folder: str) -> tuple[bytes, bytes]:
+    """The encoded paths that bound those under `folder`: its path with a separator, and the first path after
+    every one that starts so (the separator's byte plus one)."""
+    prefix = encode_path(os.path.join(folder, ""))
+    return prefix, prefix[:-1] + bytes([prefix[-1] + 1])
+
+
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
@@ -181,10 +192,8 @@ class Catalog(EmbeddingTables, DuplicateTables):
 
     def has_images_under(self, folder: str) -> bool:
         """True when a row (indexed or skipped) has its file under `folder`: one range lookup in the path index."""
-        prefix = encode_path(os.path.join(folder, ""))
-        beyond = prefix[:-1] + bytes([prefix[-1] + 1])  # the first path after every one that starts with prefix
-        query = "SELECT 1 FROM images WHERE path >= ? AND path < ? LIMIT 1"
-        return self.connection.execute(query, (prefix, beyond)).fetchone() is not None
+        query = f"SELECT 1 FROM images WHERE {UNDER_FOLDER} LIMIT 1"
+        return self.connection.execute(query, folder_bounds(folder)).fetchone() is not None
 
     def indexed_with_hash(self, content_hash: str) -> list[ImageRecord]:
         """Indexed rows whose file content has this hash."""

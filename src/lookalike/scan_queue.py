@@ -11,10 +11,18 @@ there can have gone (the first ingest of a large collection, where the driver's 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 
-from .catalog import IMAGE_COLUMNS, Catalog, ImageRecord, decode_path, encode_path, record_from_row
+from .catalog import (
+    IMAGE_COLUMNS,
+    UNDER_FOLDER,
+    Catalog,
+    ImageRecord,
+    decode_path,
+    encode_path,
+    folder_bounds,
+    record_from_row,
+)
 
 
 class ScanQueue:
@@ -67,10 +75,9 @@ class ScanQueue:
         """Rows under `root` whose files the scan did not see (deleted or moved away)."""
         if self.new_folder:
             return []  # every row under it now was added by this run, from a file the scan saw
-        prefix = encode_path(os.path.join(root, ""))
         rows = self.catalog.connection.execute(
-            f"SELECT {IMAGE_COLUMNS} FROM images WHERE substr(path, 1, ?) = ?"
+            f"SELECT {IMAGE_COLUMNS} FROM images WHERE {UNDER_FOLDER}"
             " AND path NOT IN (SELECT path FROM temp.seen) ORDER BY id",
-            (len(prefix), prefix),
+            folder_bounds(root),
         )
         return [record_from_row(row) for row in rows]
