@@ -122,7 +122,7 @@ class Ingester:
         root = os.path.abspath(root)
         try:
             if self.mapper is not None:
-                self._map_while_scanning(root)
+                self._map_while_scanning(root, self.mapper)
             else:
                 self.plan(root)
                 self._process()
@@ -142,9 +142,9 @@ class Ingester:
             pass
         return self.queue.todo_count()
 
-    def _scanned(self, root: str, queue: bool = True) -> Iterator[list[tuple[str, int, int]]]:
-        """Scan and diff `root` SCAN_CHUNK files at a time, yielding each chunk's (path, size, mtime_ns) to process
-        (kept in the scan queue too, with `queue`); files that cannot be listed are skipped at the end."""
+    def _scanned(self, root: str, queue: bool = True) -> Iterator[list[FileEntry]]:
+        """Scan and diff `root` SCAN_CHUNK files at a time, yielding each chunk's files to process (kept in the
+        scan queue too, with `queue`); files that cannot be listed are skipped at the end."""
         self.queue.begin(root)
         chunk: list[FileEntry] = []
         scan_errors: list[tuple[str, str]] = []
@@ -158,13 +158,13 @@ class Ingester:
         for path, reason in scan_errors:
             self._skip(FileEntry(path, 0, 0), reason)
 
-    def _diff(self, entries: list[FileEntry], queue: bool = True) -> list[tuple[str, int, int]]:
+    def _diff(self, entries: list[FileEntry], queue: bool = True) -> list[FileEntry]:
         """Record `entries` as seen and return the new or changed ones, queued too with `queue` (their rows
         looked up together)."""
         self.report.scanned += len(entries)
         # In a folder the catalog held nothing under when the scan began, no file can have a row yet.
         known = {} if self.queue.new_folder else self.catalog.images_by_paths(entry.path for entry in entries)
-        todo: list[tuple[str, int, int]] = []
+        todo: list[FileEntry] = []
         for entry in entries:
             record = known.get(entry.path)
             if record and record.size == entry.size and record.mtime_ns == entry.mtime_ns:
@@ -172,13 +172,14 @@ class Ingester:
                 if record.status == "skipped":
                     self.report.skipped.append((record.path, record.error or "skipped"))
             else:
-                todo.append((entry.path, entry.size, entry.mtime_ns))
-        self.queue.record([entry.path for entry in entries], todo if queue else ())
+                todo.append(entry)
+        queued = [(entry.path, entry.size, entry.mtime_ns) for entry in todo] if queue else []
+        self.queue.record([entry.path for entry in entries], queued)
         return todo
 
     # --- map (decode, embed) and commit ----------------------------------------------
 
-    def _map_while_scanning(self, root: str) -> None:
+    def _map_while_scanning(self, root: str, mapper: Mapper) -> None:
         """Send files to the mapper (a cluster) as the scan finds them, so the cluster works while the rest of the
         folder is scanned; a scan that finds nothing to do never reaches the cluster. The progress total is what
         the scan has queued so far. (A stored file counts as moved only once it is gone from disk, `_gone`, so a
@@ -189,15 +190,15 @@ class Ingester:
             nonlocal queued
             for files in self._scanned(root, queue=False):
                 queued += len(files)
-                yield from (FileEntry(path, size, mtime) for path, size, mtime in files)
+                yield from files
 
         pending = todo()
         first = next(pending, None)
-        if first is None or self.mapper is None:
+        if first is None:
             return
         done = 0
         self.on_progress(0, queued)
-        for group in self.mapper(itertools.chain([first], pending), queued):
+        for group in mapper(itertools.chain([first], pending), queued):
             self.commit_mapped(group)
             done += len(group)
             self.on_progress(done, queued)
