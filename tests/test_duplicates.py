@@ -15,6 +15,7 @@ from lookalike.duplicates import Decisions, DuplicatesError, ImageFacts, find_du
 from lookalike.errors import LookalikeError
 from lookalike.images import decode_file
 from lookalike.signatures import compute_signature, estimate_jpeg_quality, signature_distance
+from test_small_files import star_polygon, toned, turned
 
 MODEL = "efficientnet-lite0"
 
@@ -293,3 +294,20 @@ def test_a_small_drawing_re_encoded_as_jpeg_is_same_image_though_its_thumbnail_m
     assert limits.same_image_signature < signature_distance(facts[0].signature, facts[1].signature)
 
     assert groups_by_ids(find_duplicates(facts, vectors, MODEL)) == {frozenset({1, 2}): "same-image"}
+
+
+def test_a_small_drawing_keeps_its_copies_but_not_its_sibling_in_a_series(tmp_path: Path, embedder) -> None:
+    star = star_polygon(40, 15)
+    paths = [
+        save(star, tmp_path / "star-40.png"),
+        save(toned(star), tmp_path / "star-40-toned.png"),
+        save(turned(star), tmp_path / "star-40-turned.png"),
+        save(star_polygon(42, 15), tmp_path / "star-42.png"),
+    ]
+    facts, vectors = facts_and_vectors(paths, embedder)
+    # At 32 x 32 the sibling's thumbnail matches the star's as a copy's would: only the files tell them apart.
+    assert thresholds_for(MODEL).near(facts[0], [(facts[3], float(vectors[0] @ vectors[3]))]) != [None]
+
+    groups = find_duplicates(facts, vectors, MODEL)
+
+    assert groups_by_ids(groups) == {frozenset({1, 2, 3}): "near"}

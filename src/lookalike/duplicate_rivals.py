@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .duplicate_rules import ImageFacts, TierThresholds, same_size
+from .small_files import SmallFiles
 
 # Another image takes a near duplicate away from its leader when its misfit (1 - thumbnail correlation) with it is
 # under this share of the leader's; unless it is one of the leader's own closest matches, or tied to the leader
@@ -40,14 +41,23 @@ class NearMatches:
         # double what this holds, one entry per pair compared, at most images x neighbours)
         self.closeness: dict[int, float | None] = {}
         self.matches: dict[int, list[tuple[float, int]]] = {}  # `_best` of each image looked at
+        self.small_files = SmallFiles()
 
     def closeness_of(self, keeper: int, candidates: list[tuple[int, float]]) -> list[float | None]:
         """`TierThresholds.near` of `keeper` and each (image, cosine) candidate, each pair compared once."""
         new = [(q, s) for q, s in candidates if self._pair(keeper, q) not in self.closeness]
         if new:
             found = self.limits.near(self.facts[keeper], [(self.facts[q], s) for q, s in new])
+            found = [self._second_look(keeper, q, close) for (q, _), close in zip(new, found)]
             self.closeness.update((self._pair(keeper, q), close) for (q, _), close in zip(new, found))
         return [self.closeness[self._pair(keeper, q)] for q, _ in candidates]
+
+    def _second_look(self, keeper: int, image: int, closeness: float | None) -> float | None:
+        """`closeness`, unless the pair is of small files that their pixels tell apart (`small_files`)."""
+        first, second = self.facts[keeper], self.facts[image]
+        if closeness is None or not SmallFiles.applies(first, second) or self.small_files.agree(first, second):
+            return closeness
+        return None
 
     def _pair(self, keeper: int, image: int) -> int:
         return keeper * len(self.facts) + image
