@@ -22,12 +22,14 @@ from PIL import Image
 from .duplicate_rules import ImageFacts, heavy_jpeg, same_size
 from .errors import LookalikeError
 from .images import open_image_file
+from .thumbnail_alignment import watermark_boxes
 
 SMALL_FILE_SIDE = 256  # pixels: files at most this long on their longer side are compared from the files
 FILE_CORRELATION = 0.95  # the best view's correlation a near pair of small files must reach
 MAX_TURN = 6.0  # degrees: near edits turn up to 5
 COARSE_TURN_STEP = 1.0  # degrees between the turns tried first
-COARSE_TURNS = tuple(d * COARSE_TURN_STEP for d in range(-6, 7) if d != 0)
+_COARSE_STEPS = round(MAX_TURN / COARSE_TURN_STEP)
+COARSE_TURNS = tuple(step * COARSE_TURN_STEP for step in range(-_COARSE_STEPS, _COARSE_STEPS + 1) if step)
 TURN_MARGIN = 0.05  # of the shorter side: the border a turn fills, left out of a turned view's correlation
 WATERMARK_BOX = (0.3, 0.45)  # height and width shares of the box a watermark view leaves out
 HEAVY_JPEG_SHRINK = 4  # a heavy JPEG is also compared shrunk by this factor, which averages its blocks away
@@ -81,7 +83,7 @@ def _grey_pixels(item: ImageFacts) -> np.ndarray | None:
 def _view_correlations(a: np.ndarray, b: np.ndarray, heavy: bool) -> Iterator[float]:
     """Correlations of views of a pair, cheapest first: whole; without a watermark box; `b` turned; for a heavy
     JPEG, both shrunk, then `b` turned. (Turned views enlarged to fill, as an editor's "straighten" makes them,
-    found 4 more such copies of the variants set but let through more siblings: docs/benchmarks.md.)"""
+    found 3 more of the variants set's 32 such copies but let through more siblings: docs/benchmarks.md.)"""
     yield _correlation(a, b)
     yield _watermark_masked(a, b)
     yield _best_turn(a, b)
@@ -118,16 +120,15 @@ def _best_turn(fixed: np.ndarray, moving: np.ndarray) -> float:
 
 
 def _watermark_masked(a: np.ndarray, b: np.ndarray) -> float:
-    """The best correlation leaving out one box in a corner or in the middle of the top or bottom edge."""
+    """The best correlation leaving out one of the `watermark_boxes` (WATERMARK_BOX of the picture's sides)."""
     height, width = a.shape
     box_height, box_width = max(1, int(height * WATERMARK_BOX[0])), max(1, int(width * WATERMARK_BOX[1]))
     a, b = a.astype(np.float32), b.astype(np.float32)
     best = -1.0
-    for top in (0, height - box_height):
-        for left in (0, (width - box_width) // 2, width - box_width):
-            keep = np.ones(a.shape, dtype=bool)
-            keep[top : top + box_height, left : left + box_width] = False
-            best = max(best, _correlation(a[keep], b[keep]))
+    for rows, columns in watermark_boxes(height, width, box_height, box_width):
+        keep = np.ones(a.shape, dtype=bool)
+        keep[rows, columns] = False
+        best = max(best, _correlation(a[keep], b[keep]))
     return best
 
 

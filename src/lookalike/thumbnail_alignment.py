@@ -217,17 +217,21 @@ def _crop_views(rows: np.ndarray, vertical: list[int], horizontal: list[int]) ->
     return np.matmul(rows[vertical][:, None], _CROPS_T[horizontal][None]).reshape(-1, THUMBNAIL_BYTES)
 
 
+def watermark_boxes(height: int, width: int, box_height: int, box_width: int) -> tuple[tuple[slice, slice], ...]:
+    """(rows, columns) of the six boxes of `box_height` x `box_width` where a watermark, a logo, a caption or a
+    date stamp is put on a `height` x `width` picture: each corner and the middle of the top and bottom edges."""
+    top, bottom = slice(0, box_height), slice(height - box_height, height)
+    left, right = slice(0, box_width), slice(width - box_width, width)
+    middle = slice((width - box_width) // 2, (width + box_width) // 2)
+    return ((top, left), (top, right), (bottom, left), (bottom, right), (top, middle), (bottom, middle))
+
+
 def _watermark_masks(rows: int = 4, columns: int = 8) -> np.ndarray:
-    """(6, 1,024) booleans: the whole thumbnail but one box (an eighth of its height, a quarter of its width),
-    in each corner and in the middle of the top and bottom edges: where a watermark, a logo, a caption or a
-    date stamp is put. The two middle boxes found 6 more of 22 copies with a caption at the bottom centre and
+    """(6, 1,024) booleans: the whole thumbnail but one of the `watermark_boxes` (an eighth of its height, a
+    quarter of its width). The two middle boxes found 6 more of 22 copies with a caption at the bottom centre and
     cost no precision on the benchmark's sets."""
     masks = np.ones((6, SIGNATURE_SIDE, SIGNATURE_SIDE), dtype=bool)
-    top, bottom = slice(0, rows), slice(SIGNATURE_SIDE - rows, SIGNATURE_SIDE)
-    left, right = slice(0, columns), slice(SIGNATURE_SIDE - columns, SIGNATURE_SIDE)
-    middle = slice((SIGNATURE_SIDE - columns) // 2, (SIGNATURE_SIDE + columns) // 2)
-    boxes = ((top, left), (top, right), (bottom, left), (bottom, right), (top, middle), (bottom, middle))
-    for box, (ys, xs) in enumerate(boxes):
+    for box, (ys, xs) in enumerate(watermark_boxes(SIGNATURE_SIDE, SIGNATURE_SIDE, rows, columns)):
         masks[box, ys, xs] = False
     return masks.reshape(6, -1)
 
