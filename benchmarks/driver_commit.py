@@ -8,7 +8,9 @@ take in its results shard by shard (unpickled, as the driver takes them from a R
 shard. The results are made up front, in each version's own form: 1,280 float32 dimensions (EfficientNet-Lite0's),
 a 1.2 KiB pixel signature, a 32-hex-digit content hash;
 one file in 100 is a decode error and one in 100 a byte copy of an earlier file (the reuse path). A second
-run over the same folder finds nothing new (the re-scan cost). Last, the floor under a commit: the bare
+run over the same folder finds nothing new (the re-scan cost). "workers write" is this checkout again, with the
+shard files written by the workers into the collection they share (as they do when they see it), not timed. Last,
+the floor under a commit: the bare
 INSERTs (row, embedding, CRC, signature; one executemany per table and shard) with no Python around them, with
 the embeddings in the catalog and with them in one .npy shard file per shard (as `lookalike index --ray` writes
 them since schema 4). Ray's
@@ -80,8 +82,15 @@ def made_up_shard(entries: list) -> object:
     ]
 
 
-def child(count: int, shard_size: int) -> None:
-    """One measured run of the code on sys.path; prints `first-run-cpu rescan-cpu first-run-wall` in seconds."""
+def written_by_workers(shards: list[bytes], collection: Path) -> list[bytes]:
+    """The shards as a worker that shares the collection's folder sends them (`MappedShard.written_where_shared`):
+    its shard file already written, only the rows to send. The writing is the workers' time, not measured."""
+    return [pickle.dumps(pickle.loads(data).written_where_shared(collection), protocol=5) for data in shards]
+
+
+def child(count: int, shard_size: int, shared: bool = False) -> None:
+    """One measured run of the code on sys.path; prints `first-run-cpu rescan-cpu first-run-wall` in seconds.
+    `shared`: the workers wrote the shard files into the collection themselves."""
     from lookalike.catalog import Catalog
     from lookalike.ingest import Ingester
 
@@ -106,6 +115,8 @@ def child(count: int, shard_size: int) -> None:
                 pass
 
         catalog = Catalog.open(work / "idx", create=True)
+        if shared:
+            shards = written_by_workers(shards, work / "idx")
         try:
             cpu, wall = time.process_time(), time.perf_counter()
             report = Ingester(catalog, lambda: None, 224, mapper=mapper).run(str(photos))  # type: ignore[arg-type]
@@ -177,10 +188,11 @@ def _write_shard(collection: Path, vectors: Any) -> str:
     return write_shard(collection, vectors)
 
 
-def measured(source: str, count: int, shard_size: int) -> tuple[float, float, float, str]:
+def measured(source: str, count: int, shard_size: int, shared: bool = False) -> tuple[float, float, float, str]:
     environment = {**os.environ, "PYTHONPATH": source}
     done = subprocess.run(
-        [sys.executable, __file__, "--child", "--images", str(count), "--shard", str(shard_size)],
+        [sys.executable, __file__, "--child", "--images", str(count), "--shard", str(shard_size)]
+        + (["--shared"] if shared else []),
         env=environment,
         capture_output=True,
         text=True,
@@ -197,17 +209,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", help="the src folder of the code to compare with")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shared", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.images, args.shard)
+        child(args.images, args.shard, args.shared)
         return
     here = str(Path(__file__).resolve().parents[1] / "src")
     sys.path.insert(0, here)  # the floor runs here, on this checkout's schema
-    versions = {"this checkout": here, **({"baseline": args.baseline} if args.baseline else {})}
+    # (name, code, whether the workers share the collection's folder and write the shard files themselves)
+    versions = [("this checkout", here, False), ("workers write", here, True)]
+    versions += [("baseline", args.baseline, False)] if args.baseline else []
     best: dict[str, tuple[float, float, float, str]] = {}
     for _ in range(args.repeats):
-        for name, source in versions.items():
-            result = measured(source, args.images, args.shard)
+        for name, source, shared in versions:
+            result = measured(source, args.images, args.shard, shared)
             if name not in best or result[0] < best[name][0]:
                 best[name] = result
     print(f"{args.images} files, shards of {args.shard}; best of {args.repeats}; driver CPU per image:")
@@ -221,8 +236,9 @@ def main() -> None:
     floors = [floor(args.images, args.shard, shard_files=True) for _ in range(args.repeats)]
     print(f"bare writes of a commit, embeddings in shard files: {1000 * min(floors) / args.images:.4f} ms per image")
     if "baseline" in best:
-        ratio = best["baseline"][0] / best["this checkout"][0]
-        print(f"first run: this checkout takes 1/{ratio:.1f} of the baseline's CPU per image")
+        for name in ("this checkout", "workers write"):
+            ratio = best["baseline"][0] / best[name][0]
+            print(f"first run, {name}: 1/{ratio:.2f} of the baseline's CPU per image")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,13 @@ def made_up_map(job: Any) -> tuple[str, object]:
     """Run on a worker: at once, what `map_shard` would send for the job's files."""
     from driver_commit import made_up_shard
 
-    return IDENTITY, made_up_shard(job.entries)
+    shard = made_up_shard(job.entries)
+    if getattr(job, "collection", None):  # a version whose workers write the shard files where they share them
+        from lookalike.ray_ingest import shares_collection
+
+        if shares_collection(job):
+            shard = shard.written_where_shared(Path(job.collection))
+    return IDENTITY, shard
 
 
 def child(photos: Path, index: Path, shard_size: int) -> None:
@@ -55,10 +61,17 @@ def child(photos: Path, index: Path, shard_size: int) -> None:
                 return
             with ClusterSession(self.address) as ray:
                 task = ray.remote(max_retries=3, num_cpus=1)(made_up_map)
+                if getattr(self, "collection", None) is not None:  # as RayMapper: the mark for workers that share it
+                    from lookalike.ray_ingest import mark_shared
+
+                    self.run_mark = mark_shared(self.collection)
                 for result in results_as_finished(ray, (task.remote(job) for job in self._shards(todo))):
                     yield self._checked(result)
 
-    mapper = MadeUpMapper(f"127.0.0.1:{PORT}", "made-up", IDENTITY, 224, shard_size=shard_size)
+    try:  # where workers see the collection (one machine here), versions that can have them write its shard files
+        mapper = MadeUpMapper(f"127.0.0.1:{PORT}", "made-up", IDENTITY, 224, shard_size=shard_size, collection=index)
+    except TypeError:
+        mapper = MadeUpMapper(f"127.0.0.1:{PORT}", "made-up", IDENTITY, 224, shard_size=shard_size)
     catalog = Catalog.open(index, create=True)
     try:
         started = time.perf_counter()

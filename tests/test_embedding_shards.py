@@ -19,12 +19,14 @@ import pytest
 
 from lookalike import Collection, CorruptCatalogError
 from lookalike.catalog import Catalog, NewImage
+from lookalike.catalog_duplicates import StoredSignature
 from lookalike.check import check_collection
 from lookalike.demo import SAMPLE_PHOTOS, sample_photo
-from lookalike.embedding_shards import SHARD_FOLDER, write_shard
+from lookalike.embedding_shards import SHARD_FOLDER, signed_dtype, write_shard
 from lookalike.files import FileEntry
 from lookalike.ingest import Ingester, IngestReport
 from lookalike.map_step import MappedShard, map_files
+from lookalike.ray_ingest import ShardJob, map_shard, mark_shared
 
 PLUMBING = "colour-layout"  # about where vectors live, not look-alike quality
 SHARD = 3  # files per shard: several shards for a few photos
@@ -102,6 +104,82 @@ def test_vectors_a_ray_commit_writes_to_shard_files_read_back_as_the_table_gives
         assert local.connection.execute("SELECT count(*) FROM embedding_locations").fetchone()[0] == 0
         assert everything_read(ray) == everything_read(local)
         assert [r.path for r in ray.skipped_images()] == [r.path for r in local.skipped_images()]
+        # The signatures live in the shard files' records as well: again only the copy has a row in the table.
+        assert ray.connection.execute("SELECT count(*) FROM signatures").fetchone()[0] == 1
+        assert signatures_by_path(ray) == signatures_by_path(local) and len(signatures_by_path(ray)) == 8
+
+
+def signatures_by_path(catalog: Catalog) -> dict[str, StoredSignature]:
+    ids = catalog.embedding_ids().tolist()
+    paths = catalog.indexed_paths(ids)
+    return {paths[image_id]: stored for image_id, stored in catalog.signatures(ids).items()}
+
+
+def test_a_shard_file_of_bare_vectors_reads_as_before_with_its_signatures_in_the_table(ray_folder: Path) -> None:
+    """Files written before shard records held signatures: vectors only, the signatures in the catalog."""
+    with closing(Catalog.open(ray_folder)) as catalog:
+        before = everything_read(catalog), signatures_by_path(catalog)
+        located = catalog.connection.execute(
+            "SELECT s.name, s.row_count, s.dim, l.image_id, l.shard_row FROM embedding_locations l"
+            " JOIN embedding_shards s ON s.id = l.shard ORDER BY l.image_id"
+        ).fetchall()
+        signatures = catalog.signatures([row[3] for row in located])
+        with catalog.transaction():
+            for name, rows, dim, image_id, _ in located:
+                records = catalog.shard_files.records(name, rows, dim)
+                assert records is not None and records.dtype == signed_dtype(dim)
+                catalog._insert_signature(image_id, signatures[image_id])
+    for path in shard_files(ray_folder):  # each file rewritten as bare vectors, as schema 4 first wrote them
+        vectors = np.array(np.load(path)["vector"])
+        path.unlink()
+        np.save(path, vectors)
+        assert np.load(path, mmap_mode="r").dtype == np.float32
+    with closing(Catalog.open(ray_folder)) as catalog:
+        assert catalog.shard_files.records(*located[0][:3]) is None
+        assert (everything_read(catalog), signatures_by_path(catalog)) == before
+
+
+def index_as_a_cluster_worker_does(folder: Path, photos: Path, shared: bool) -> list[MappedShard]:
+    """Index `photos` into `folder` with each shard mapped by `map_shard`, the function a Ray task runs; the mark
+    of a shared folder left by the driver or not. Returns what each task sent."""
+    sent: list[MappedShard] = []
+    with Collection.open(folder) as collection:
+        embedder = collection.embedder()
+
+        def shards(todo: Iterator[FileEntry], total: int) -> Iterator[MappedShard]:
+            mark = mark_shared(folder) if shared else ""
+            entries = [(entry.path, entry.size, entry.mtime_ns) for entry in todo]
+            for start in range(0, len(entries), SHARD):
+                job = ShardJob(entries[start : start + SHARD], PLUMBING, "auto", "auto", embedder.input_size, None,
+                               collection=str(folder), run_mark=mark)  # fmt: skip
+                sent.append(map_shard(job)[1])
+                yield sent[-1]
+
+        Ingester(collection.catalog, lambda: embedder, embedder.input_size, mapper=shards).run(str(photos))
+        collection.reindex()
+    return sent
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_worker_that_shares_the_collection_folder_writes_the_shard_files_itself(
+    tmp_path: Path, photos: Path, local_folder: Path, shared: bool
+) -> None:
+    folder = tmp_path / "worker.idx"
+    Collection.create(folder, embedder=PLUMBING).close()
+    sent = index_as_a_cluster_worker_does(folder, photos, shared)
+    assert len(sent) == 3 and all(len(shard.rows) for shard in sent)
+    for shard in sent:
+        if shared:  # the file is written: only rows, the file's name and checksums travel to the driver
+            assert shard.file is not None and (folder / SHARD_FOLDER / shard.file).is_file()
+            assert len(shard.vectors) == 0 and shard.dim > 0 and all(row.signature is None for row in shard.rows)
+            assert shard.checksums is not None and len(shard.checksums) == sum(r.error is None for r in shard.rows)
+        else:  # a node that does not see the driver's mark sends the vectors and signatures
+            assert shard.file is None and len(shard.vectors) == sum(row.error is None for row in shard.rows)
+    assert len(shard_files(folder)) == 3
+    with closing(Catalog.open(folder)) as worker, closing(Catalog.open(local_folder)) as local:
+        assert everything_read(worker) == everything_read(local)
+        assert signatures_by_path(worker) == signatures_by_path(local)
+    assert check_collection(folder).healthy
 
 
 def test_readers_keep_only_so_many_files_mapped_and_read_the_same(ray_folder: Path) -> None:
@@ -210,9 +288,11 @@ def test_a_missing_or_damaged_shard_file_is_one_clear_error_and_a_repair_embeds_
 
 def test_a_flipped_bit_in_a_shard_file_is_caught_by_the_row_checksum(ray_folder: Path) -> None:
     victim = shard_files(ray_folder)[0]
-    data = bytearray(victim.read_bytes())
-    data[-4] ^= 0x01  # the lowest mantissa bit of the file's last float: the norm rule alone would not see it
-    victim.write_bytes(bytes(data))
+    stored = np.load(victim, mmap_mode="r+")
+    last = stored["vector"][-1] if stored.dtype.names else stored[-1]
+    last[-1] = np.nextafter(last[-1], np.inf)  # the lowest mantissa bit: the norm rule alone would not see it
+    stored.flush()
+    del stored, last
     with closing(Catalog.open(ray_folder)) as catalog:
         damaged = next(i for i in catalog.embedding_ids().tolist() if _raises(catalog, i))
         assert damaged not in [int(i) for ids, _ in catalog.iter_embeddings() for i in ids]

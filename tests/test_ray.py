@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,11 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from lookalike import Collection
+from lookalike.catalog import Catalog
+from lookalike.check import check_collection
 from lookalike.demo import SAMPLE_PHOTOS, sample_photo
+from lookalike.embedding_shards import SHARD_FOLDER
+from lookalike.ray_ingest import RUN_MARK_PREFIX
 
 
 def _can_make_namespaces() -> bool:
@@ -238,6 +243,14 @@ def test_a_folder_indexed_on_a_two_node_cluster_matches_a_local_run(tmp_path: Pa
         for mine, theirs in zip(one.search(queries, k=5, mode="fast"), other.search(queries, k=5, mode="fast")):
             assert _ranking(mine.hits) == _ranking(theirs.hits)
         assert [r.path for r in other.catalog.skipped_images()] == [str(photos / "broken.jpg")]
+
+    # The workers, which share the collection's folder here, wrote the shard files themselves, signatures and all;
+    # the driver's mark for the run is gone, and so is every file of the killed driver's uncommitted shards.
+    assert not list((clustered / SHARD_FOLDER).glob(f"{RUN_MARK_PREFIX}*"))
+    with closing(Catalog.open(clustered)) as catalog:
+        assert len(catalog.signatures(catalog.embedding_ids().tolist())) == files - 1
+        assert catalog.connection.execute("SELECT count(*) FROM signatures").fetchone()[0] <= 1  # the byte copy
+    assert check_collection(clustered).healthy
 
     # The worker killed mid-shard cost nothing: every file is in the catalog, embedded once.
     assert "worker_killed=True driver=0" in output, output

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import catalog_file
 from .catalog_duplicates import DuplicateTables, StoredSignature
-from .catalog_embeddings import EmbeddingTables, row_checksum
+from .catalog_embeddings import EmbeddingTables
 from .catalog_schema import MIGRATIONS as MIGRATIONS  # re-exported: the schema ladder, as before
 from .catalog_schema import SCHEMA_VERSION as SCHEMA_VERSION
 from .catalog_schema import climb_from_nothing, climb_to_current
@@ -69,11 +69,18 @@ class NewImage:
     content_hash: str
     width: int
     height: int
-    vector: np.ndarray
+    vector: np.ndarray | None  # None only for an image with a location: its vector is in a shard file
     signature: StoredSignature | None = None  # older callers and reused rows without one store none
-    # (shard id, row) when the vector is a row of a registered shard file (embedding_shards.py): only its place
-    # and checksum go into the catalog. None: the vector is stored in the catalog itself.
-    location: tuple[int, int] | None = None
+    # (shard id, row, CRC-32 of the row's bytes) when the vector is a row of a registered shard file
+    # (embedding_shards.py): only its place and checksum go into the catalog. None: the vector is stored in the
+    # catalog itself.
+    location: tuple[int, int, int] | None = None
+
+
+def _vector_bytes(image: NewImage) -> bytes:
+    if image.vector is None:
+        raise ValueError(f"{image.path}: an image stored without a shard file's location needs its vector")
+    return np.ascontiguousarray(image.vector, dtype=np.float32).tobytes()
 
 
 def encode_path(path: str) -> bytes:
@@ -246,11 +253,7 @@ class Catalog(EmbeddingTables, DuplicateTables):
             self._insert_vectors([(image_id, image) for image_id, image in zip(ids, images) if image.location is None])
             self.connection.executemany(
                 "INSERT INTO embedding_locations (image_id, shard, shard_row, crc) VALUES (?, ?, ?, ?)",
-                [
-                    (image_id, *image.location, row_checksum(image.vector))
-                    for image_id, image in zip(ids, images)
-                    if image.location is not None
-                ],
+                [(image_id, *image.location) for image_id, image in zip(ids, images) if image.location is not None],
             )
             self._insert_signatures(
                 [(image_id, image.signature) for image_id, image in zip(ids, images) if image.signature is not None]
@@ -259,7 +262,7 @@ class Catalog(EmbeddingTables, DuplicateTables):
 
     def _insert_vectors(self, rows: list[tuple[int, NewImage]]) -> None:
         """Store these images' vectors in the catalog, with their checksums; the caller holds the transaction."""
-        blobs = [(image_id, np.ascontiguousarray(image.vector, dtype=np.float32).tobytes()) for image_id, image in rows]
+        blobs = [(image_id, _vector_bytes(image)) for image_id, image in rows]
         self.connection.executemany("INSERT INTO embeddings (image_id, vector) VALUES (?, ?)", blobs)
         self.connection.executemany(
             "INSERT OR REPLACE INTO embedding_checksums (image_id, crc) VALUES (?, ?)",

@@ -94,14 +94,22 @@ class DuplicateTables:
     def _select_by_ids(self, query: str, ids: Iterable[int]) -> Iterator[tuple]:  # pragma: no cover
         raise NotImplementedError
 
+    def signatures_in_shard_files(self, ids: set[int]) -> dict[int, StoredSignature]:  # pragma: no cover
+        raise NotImplementedError  # provided by Catalog (catalog_embeddings.py)
+
     # --- signatures --------------------------------------------------------------
 
     def signatures(self, ids: Iterable[int]) -> dict[int, StoredSignature]:
-        """Stored signatures of the given ids (ids without one are left out)."""
+        """Stored signatures of the given ids (ids without one are left out): in this table, or in the shard file
+        that holds the image's vector (a cluster ingest's, embedding_shards.py)."""
+        ids = list(ids)
         rows = self._select_by_ids(
             "SELECT image_id, signature, jpeg_quality, metadata_fields FROM signatures WHERE image_id IN ({marks})", ids
         )
-        return {row[0]: StoredSignature(bytes(row[1]), row[2], row[3]) for row in rows}
+        found = {row[0]: StoredSignature(bytes(row[1]), row[2], row[3]) for row in rows}
+        if len(found) < len(ids):
+            found.update(self.signatures_in_shard_files(set(ids) - found.keys()))
+        return found
 
     def count_signatures(self) -> int:
         """How many images have a stored signature."""

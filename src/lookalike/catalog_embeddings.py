@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .embedding_shards import ShardFiles, remove_file
+from .embedding_shards import ShardFiles, remove_file, stored_signature
 from .errors import CorruptCatalogError, NotIndexedError
 from .vector_integrity import checked_vectors, intact_rows, sound_vectors
 
 if TYPE_CHECKING:
+    from .catalog_duplicates import StoredSignature
     from .catalog_file import Transaction
 
 # Stored vectors with their checksums (None for a row without one).
@@ -143,6 +144,22 @@ class EmbeddingTables:
             raise CorruptCatalogError(
                 f"{self.path} refers to embedding shard {missing}, which it does not list: repair the collection"
             )
+        return found
+
+    def signatures_in_shard_files(self, ids: set[int]) -> dict[int, StoredSignature]:
+        """The signatures of these images that live in the records of their shard file (files of bare vectors,
+        and images without a signature, are left out)."""
+        located = list(self._select_by_ids("SELECT image_id, shard, shard_row FROM embedding_locations"
+                                           " WHERE image_id IN ({marks})", ids))  # fmt: skip
+        if not located:
+            return {}
+        shards = self._shards({shard for _, shard, _ in located})
+        found = {}
+        for image_id, shard, row in located:
+            records = self.shard_files.records(*shards[shard])
+            stored = None if records is None else stored_signature(records[row])
+            if stored is not None:
+                found[image_id] = stored
         return found
 
     def damaged_shard_embeddings(self, dim: int) -> list[int]:

@@ -240,6 +240,7 @@ class Collection(Searching, DuplicateFinding):
             self.max_megapixels,
             shard_size,
             batch_size,
+            self.folder,
         )
 
     def reindex(

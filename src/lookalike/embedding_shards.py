@@ -12,6 +12,12 @@ to: harmless, never read, and removed by the next update of the collection or a 
 (`Catalog.unregistered_shard_files`). A file, once renamed in place, is never written again, so readers may keep
 it memory-mapped.
 
+A shard file written with the images' pixel signatures holds one record per image instead of a bare vector: the
+vector, the signature and the JPEG quality and metadata count that go with it (`signed_dtype`). The catalog then
+keeps no signature row for those images either: with the vector's BLOB gone, the 1.2 KiB signature was the
+largest thing left that the single writer wrote per image. Files of bare float32 rows (schema 4 as first written)
+are read as before; their images' signatures are in the catalog.
+
 Rows whose image was removed or re-embedded stay in their file, unreferenced, until every row of the file is; the
 whole file is then removed by a repair. Compacting files that are partly garbage is not done yet.
 """
@@ -27,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .catalog_duplicates import StoredSignature
 from .errors import CorruptCatalogError
+from .signatures import SIGNATURE_BYTES
 from .storage import SCRATCH_PATTERN, atomic_write_with, fsync_folder
 
 SHARD_FOLDER = "embedding-shards"
@@ -52,13 +60,30 @@ CREATE TABLE embedding_locations (
 """
 
 
+def signed_dtype(dim: int) -> np.dtype:
+    """One record of a shard file with signatures: the vector first (so it starts each record on a multiple of 8
+    bytes), then the signature, its length (0: the image has none), the JPEG quality (-1: not a JPEG) and the
+    metadata count."""
+    return np.dtype(
+        [
+            ("vector", "<f4", (dim,)),
+            ("signature", "u1", (SIGNATURE_BYTES,)),
+            ("signature_bytes", "<u2"),
+            ("jpeg_quality", "<i2"),
+            ("metadata_fields", "<u2"),
+            ("padding", "u1", (2,)),
+        ]
+    )
+
+
 def shard_folder(collection: Path) -> Path:
     """Where the shard files of the collection in `collection` live."""
     return collection / SHARD_FOLDER
 
 
-def write_shard(collection: Path, vectors: np.ndarray) -> str:
+def write_shard(collection: Path, vectors: np.ndarray, signatures: list[StoredSignature | None] | None = None) -> str:
     """Write `vectors` (rows of float32) durably to a new shard file of the collection; return the file's name.
+    With `signatures` (one per row, None for an image without one) each row is a record that holds them too.
 
     The name is unique (time, process, random): a crashed writer's file never collides with a later one.
     """
@@ -67,7 +92,7 @@ def write_shard(collection: Path, vectors: np.ndarray) -> str:
         folder.mkdir(exist_ok=True)
         fsync_folder(collection)  # the new folder's entry must survive a crash as the file in it will
     name = f"{time.time_ns():x}-{os.getpid()}-{secrets.token_hex(4)}{SHARD_SUFFIX}"
-    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    array = np.ascontiguousarray(vectors, dtype=np.float32) if signatures is None else signed_rows(vectors, signatures)
 
     def write(scratch: str) -> None:
         with open(scratch, "wb") as handle:  # a file object: np.save would add ".npy" to a scratch path
@@ -75,6 +100,36 @@ def write_shard(collection: Path, vectors: np.ndarray) -> str:
 
     atomic_write_with(folder / name, write)
     return name
+
+
+def signed_rows(vectors: np.ndarray, signatures: list[StoredSignature | None]) -> np.ndarray:
+    """The records of a shard file with signatures: built a column at a time (a driver writes thousands a second)."""
+    records = np.zeros(len(vectors), dtype=signed_dtype(vectors.shape[1]))
+    records["vector"] = vectors
+    sizes = [0 if stored is None else len(stored.signature) for stored in signatures]
+    if sizes and min(sizes) == SIGNATURE_BYTES:  # every row has a whole signature: the usual case, in one copy
+        joined = b"".join(stored.signature for stored in signatures if stored is not None)
+        records["signature"] = np.frombuffer(joined, dtype=np.uint8).reshape(len(vectors), SIGNATURE_BYTES)
+    else:
+        for number, stored in enumerate(signatures):
+            if stored is not None:
+                records["signature"][number, : sizes[number]] = np.frombuffer(stored.signature, dtype=np.uint8)
+    records["signature_bytes"] = sizes
+    records["jpeg_quality"] = [
+        -1 if stored is None or stored.jpeg_quality is None else stored.jpeg_quality for stored in signatures
+    ]
+    records["metadata_fields"] = [0 if stored is None else stored.metadata_fields for stored in signatures]
+    return records
+
+
+def stored_signature(record: np.void) -> StoredSignature | None:
+    """The signature in one record of a shard file with signatures (None if the image has none)."""
+    size = int(record["signature_bytes"])
+    if size == 0:
+        return None
+    quality = int(record["jpeg_quality"])
+    return StoredSignature(record["signature"][:size].tobytes(), None if quality < 0 else quality,
+                           int(record["metadata_fields"]))  # fmt: skip
 
 
 def remove_file(collection: Path, name: str) -> None:
@@ -104,7 +159,18 @@ class ShardFiles:
         self._lock = threading.Lock()  # a served collection's readers share it
 
     def array(self, name: str, rows: int, dim: int) -> np.ndarray:
-        """The (rows, dim) float32 array in file `name`, memory-mapped; CorruptCatalogError if it is not that."""
+        """The (rows, dim) float32 vectors in file `name`, memory-mapped; CorruptCatalogError if it is not that."""
+        mapped = self.mapped(name, rows, dim)
+        return mapped["vector"] if mapped.dtype.names else mapped
+
+    def records(self, name: str, rows: int, dim: int) -> np.ndarray | None:
+        """The records of a file with signatures (`signed_dtype`), memory-mapped; None for a file of bare vectors."""
+        mapped = self.mapped(name, rows, dim)
+        return mapped if mapped.dtype.names else None
+
+    def mapped(self, name: str, rows: int, dim: int) -> np.ndarray:
+        """File `name` as it is stored, memory-mapped and kept; CorruptCatalogError if it does not hold `rows` rows
+        of `dim` float32 dimensions, bare or in records with their signatures."""
         with self._lock:
             mapped = self._mapped.get(name)
             if mapped is not None:
@@ -126,7 +192,8 @@ class ShardFiles:
             mapped = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as error:
             raise damaged_file_error(path, f"damaged ({error})") from None
-        if mapped.dtype != np.float32 or mapped.shape != (rows, dim):
+        bare = mapped.dtype == np.float32 and mapped.shape == (rows, dim)
+        if not bare and (mapped.dtype != signed_dtype(dim) or mapped.shape != (rows,)):
             raise damaged_file_error(path, f"damaged (it holds {mapped.dtype} {mapped.shape}, not {rows} x {dim})")
         return mapped
 

@@ -25,11 +25,12 @@ import numpy as np
 
 from .catalog import Catalog, NewImage
 from .catalog_duplicates import StoredSignature
+from .catalog_embeddings import row_checksum
 from .decode_pool import DEFAULT_DECODE, DecodedFile, check_mode, decode_files
 from .decode_pool import header_facts as header_facts  # re-exported: part of the map step's public pieces
 from .embedders import Embedder
-from .embedding_shards import remove_file, write_shard
-from .errors import ImageDecodeError
+from .embedding_shards import remove_file, shard_folder, write_shard
+from .errors import ImageDecodeError, StorageError
 from .files import FileEntry, scan_images
 from .images import DecodedImage, default_max_megapixels
 from .map_step import MappedImage as MappedImage  # the map step's pieces, re-exported where they used to live
@@ -247,13 +248,14 @@ class Ingester:
 
         Skipped files are recorded with their reason; moved, copied or touched files keep or reuse the stored
         embedding (the one computed elsewhere is dropped); the others are added. The shard's embeddings are
-        written as one file beside the catalog before the transaction, which records where each added image's
-        vector lives in it (embedding_shards.py): a crash in between leaves only a file nothing refers to.
+        written as one file beside the catalog, with their signatures, before the transaction, which records where
+        each added image's vector and signature live in it (embedding_shards.py): a crash in between leaves only a
+        file nothing refers to.
         """
         # Only a file whose content is indexed already can be a move or a copy: one query finds them for the shard.
         # (A shard's own new files are added at its end, so none of them is indexed while the shard is gone through.)
         known = self.catalog.indexed_hashes(row.content_hash for row in shard.rows if row.error is None)
-        file = write_shard(self.catalog.path.parent, shard.vectors) if len(shard.vectors) else None
+        file = self._shard_file(shard)
         fresh: list[tuple[int, MappedRow]] = []  # (row of the shard file, facts)
         number = 0
         with self.catalog.transaction():
@@ -271,14 +273,30 @@ class Ingester:
                     continue
                 fresh.append((number - 1, row))
             if fresh and file is not None:
-                self.catalog.add_indexed(self._located(fresh, shard.vectors, file))
+                self.catalog.add_indexed(self._located(fresh, shard, file))
         if file is not None and not fresh:  # every file was a skip, move or copy: the file holds nothing needed
             remove_file(self.catalog.path.parent, file)
         self.report.embedded += len(fresh)
 
-    def _located(self, fresh: list[tuple[int, MappedRow]], vectors: np.ndarray, file: str) -> list[NewImage]:
+    def _shard_file(self, shard: MappedShard) -> str | None:
+        """The name of the file holding the shard's vectors and signatures: the one its worker wrote into the
+        collection, or one written here now. None if the shard has no vector."""
+        collection = self.catalog.path.parent
+        if shard.file is None:
+            signed = [row.stored_signature() for row in shard.rows if row.error is None]  # one per row of the file
+            return write_shard(collection, shard.vectors, signed) if len(shard.vectors) else None
+        if not (shard_folder(collection) / shard.file).is_file():
+            raise StorageError(
+                f"a worker wrote the shard file {shard.file} into {shard_folder(collection)}, but it is not there "
+                "for this process: every node must see the collection's folder as this one does"
+            )
+        return shard.file
+
+    def _located(self, fresh: list[tuple[int, MappedRow]], shard: MappedShard, file: str) -> list[NewImage]:
         """The new images of a shard, each pointing at its row of the shard file just registered."""
-        shard_id = self.catalog.register_shard(file, len(vectors), vectors.shape[1])
+        checksums = shard.checksums
+        shard_id = self.catalog.register_shard(file, len(shard.vectors) if checksums is None else len(checksums),
+                                               shard.dim)  # fmt: skip
         return [
             NewImage(
                 row.path,
@@ -287,9 +305,9 @@ class Ingester:
                 row.content_hash,
                 row.width,
                 row.height,
-                vectors[number],
-                row.stored_signature(),
-                (shard_id, number),
+                None,  # the shard file holds the vector and the signature
+                None,
+                (shard_id, number, row_checksum(shard.vectors[number]) if checksums is None else checksums[number]),
             )
             for number, row in fresh
         ]

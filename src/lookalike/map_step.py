@@ -8,13 +8,16 @@ float32 array of all the embeddings, cheap to pickle and to take in; `Ingester.c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from .catalog_duplicates import StoredSignature
+from .catalog_embeddings import row_checksum
 from .decode_pool import DecodedFile, Outcome, decode_files, prepare_file
 from .embedders import Embedder
+from .embedding_shards import write_shard
 from .files import FileEntry
 
 
@@ -62,15 +65,36 @@ class MappedShard:
 
     rows: list[MappedRow]
     vectors: np.ndarray
+    # Set when the worker wrote the shard file itself into a collection folder it shares with the driver
+    # (`written_where_shared`): the file's name and each row's CRC-32; `vectors` is then empty, of the right width.
+    file: str | None = None
+    checksums: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def written_where_shared(self, collection: Path) -> MappedShard:
+        """Write the embeddings and signatures as one shard file of the collection in `collection` (a folder
+        this worker shares with the driver) and return what is left to send: the rows without their signatures,
+        the file's name and each vector's checksum. The driver then takes in and writes no per-image bytes but
+        the catalog's rows."""
+        signed = [row.stored_signature() for row in self.rows if row.error is None]
+        name = write_shard(collection, self.vectors, signed)
+        checksums = [row_checksum(vector) for vector in self.vectors]
+        rows = [row._replace(signature=None) for row in self.rows]
+        return MappedShard(rows, self.vectors[:0].copy(), name, checksums)
 
     def __getitem__(self, index: int) -> MappedImage:
         row = self.rows[index]
         entry = FileEntry(row.path, row.size, row.mtime_ns)
         if row.error is not None:
             return MappedImage(entry, error=row.error)
+        if self.file is not None:
+            raise LookupError(f"the vectors of this shard are in the file {self.file}, not in the shard")
         vector = self.vectors[sum(other.error is None for other in self.rows[:index])]
         return MappedImage(entry, row.content_hash, row.width, row.height, vector, None, row.stored_signature())
 

@@ -17,15 +17,19 @@ Ray is imported only here, only when a cluster is used.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .embedders import Embedder, load_embedder
+from .embedding_shards import shard_folder
 from .errors import EmbedderMismatchError, InvalidArgumentError
 from .files import FileEntry
 from .map_step import MappedShard, map_files
 from .ray_cluster import ClusterSession, import_ray, results_as_finished
+from .storage import fsync_folder
 
 SHARD_SIZE = 256  # files per task: the driver's cost per image falls with shard size (docs/benchmarks.md) ...
 # ... so tasks on GPUs, where one driver must keep up with many fast workers, take more: 0.040 ms of the driver's CPU
@@ -35,6 +39,7 @@ TASKS_PER_GPU = 4  # shard tasks sharing one GPU, so that the model is rarely id
 # ... and each task decodes in threads on its share of its node's CPUs (a 16-core node with one GPU: 4 threads a
 # task), where one thread a task left most of the cores idle (docs/benchmarks.md, "One task's map step").
 
+RUN_MARK_PREFIX = ".cluster-run-"  # `mark_shared`: never a shard file's name, nor a scratch file's
 _WORKER_EMBEDDERS: dict[tuple[str, str, str], Embedder] = {}  # per worker process: loaded once, kept
 
 
@@ -52,6 +57,8 @@ class ShardJob:
     max_megapixels: float | None
     batch_size: int = 32  # images per model run inside the shard
     decode_threads: int = 0  # threads decoding ahead of the model (0: one file after another, between its runs)
+    collection: str | None = None  # the collection's folder, where a worker that shares it writes the shard file
+    run_mark: str = ""  # the name of the mark the driver left in the shard folder for this run (`mark_shared`)
 
     @property
     def entries(self) -> list[FileEntry]:
@@ -64,9 +71,31 @@ def map_shard(job: ShardJob) -> tuple[str, MappedShard]:
     embedder = _WORKER_EMBEDDERS.get(key)
     if embedder is None:
         embedder = _WORKER_EMBEDDERS[key] = load_embedder(job.embedder_name, job.device, job.engine)
-    return embedder.identity, map_files(
-        job.entries, embedder, job.input_size, job.max_megapixels, job.batch_size, job.decode_threads
-    )
+    mapped = map_files(job.entries, embedder, job.input_size, job.max_megapixels, job.batch_size, job.decode_threads)
+    if len(mapped.vectors) and shares_collection(job):
+        mapped = mapped.written_where_shared(Path(job.collection))  # type: ignore[arg-type]
+    return embedder.identity, mapped
+
+
+def shares_collection(job: ShardJob) -> bool:
+    """Whether this node sees the collection's folder as the driver does: the driver's mark for this run is there."""
+    return bool(job.collection and job.run_mark and (shard_folder(Path(job.collection)) / job.run_mark).is_file())
+
+
+def mark_shared(collection: Path) -> str:
+    """Leave a mark for this run in the collection's shard folder, and return its name. A worker that sees it
+    shares the folder with the driver, so it writes each shard's file there itself and sends back only the rows:
+    the driver then never takes in, checks or writes the vectors and signatures (5 and 1.2 KiB an image). A
+    worker that does not see it sends them, as before. Marks left by a driver that was killed are removed."""
+    folder = shard_folder(collection)
+    if not folder.is_dir():
+        folder.mkdir(exist_ok=True)
+        fsync_folder(collection)
+    for stale in folder.glob(f"{RUN_MARK_PREFIX}*"):
+        stale.unlink(missing_ok=True)
+    mark = f"{RUN_MARK_PREFIX}{secrets.token_hex(8)}"
+    (folder / mark).touch()
+    return mark
 
 
 def cpus_per_gpu_task(nodes: list[dict[str, Any]]) -> int:
@@ -98,8 +127,10 @@ class RayMapper:
         max_megapixels: float | None = None,
         shard_size: int | None = None,
         batch_size: int = 32,
+        collection: Path | None = None,
     ) -> None:
-        """`shard_size`: files per task, by default `GPU_SHARD_SIZE` with device cuda and `SHARD_SIZE` else."""
+        """`shard_size`: files per task, by default `GPU_SHARD_SIZE` with device cuda and `SHARD_SIZE` else.
+        `collection`: the collection's folder, where workers that share it write the shard files themselves."""
         if shard_size is None:
             shard_size = GPU_SHARD_SIZE if device == "cuda" else SHARD_SIZE
         if shard_size < 1:
@@ -114,6 +145,8 @@ class RayMapper:
         self.max_megapixels = max_megapixels
         self.shard_size = shard_size
         self.batch_size = batch_size
+        self.collection = collection
+        self.run_mark = ""
 
     def _shards(self, todo: Iterator[FileEntry], decode_threads: int = 0) -> Iterator[ShardJob]:
         shard: list[FileEntry] = []
@@ -136,6 +169,8 @@ class RayMapper:
             self.max_megapixels,
             self.batch_size,
             decode_threads,
+            None if self.collection is None else str(self.collection),
+            self.run_mark,
         )
 
     def __call__(self, todo: Iterator[FileEntry], total: int) -> Iterator[MappedShard]:
@@ -148,8 +183,14 @@ class RayMapper:
             # computes on it too) decodes between the model's runs, as before.
             threads = int(resources["num_cpus"]) if self.device == "cuda" else 0
             task = ray.remote(max_retries=3, **resources)(map_shard)
-            for result in results_as_finished(ray, (task.remote(job) for job in self._shards(todo, threads))):
-                yield self._checked(result)
+            self.run_mark = "" if self.collection is None else mark_shared(self.collection)
+            try:
+                for result in results_as_finished(ray, (task.remote(job) for job in self._shards(todo, threads))):
+                    yield self._checked(result)
+            finally:
+                if self.collection is not None and self.run_mark:
+                    (shard_folder(self.collection) / self.run_mark).unlink(missing_ok=True)
+                self.run_mark = ""
 
     def _resources(self, ray: Any) -> dict[str, float]:
         """What each shard's task holds: a CPU; with device cuda a share of a GPU (several tasks per GPU) and
