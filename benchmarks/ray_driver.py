@@ -9,7 +9,9 @@ send made-up results at once (no decoding, no model: the shape a worker sends fo
 from driver_commit.py), so the driver runs flat out: it scans and diffs a folder of --images empty files, sends
 shards, takes in every result through Ray and commits it, as `lookalike index --ray` does. Its CPU (user +
 system) at --images and at a third of it, less one from the other, per image, is its cost per image, imports
-and connecting left out; images/s is the driver's own rate.
+and connecting left out; images/s is the driver's own rate. Ray's threads in the driver also work per second,
+whether results come in or not: a driver connected and idle for 10 s gives that rate, and the figure "less an
+idle driver's" takes it out over the runs' difference in wall time.
 
 Runs in new network and PID namespaces (only loopback; every Ray process ends with them), one node of 2 CPUs on
 127.0.0.1. With --baseline (the src folder of another checkout, e.g. `git worktree add OLD 8a5c585`), each
@@ -81,6 +83,24 @@ def child(photos: Path, index: Path, shard_size: int) -> None:
         catalog.close()
 
 
+def idle_child(seconds: float) -> None:
+    """A driver connected to the cluster and doing nothing: prints its CPU seconds per second (Ray's own threads)."""
+    from lookalike.ray_cluster import ClusterSession
+
+    with ClusterSession(f"127.0.0.1:{PORT}"):
+        started = time.process_time()  # every thread of the process
+        time.sleep(seconds)
+        print(f"{(time.process_time() - started) / seconds}")
+
+
+def idle_rate(version: str, seconds: float = 10.0) -> float:
+    command = [sys.executable, __file__, "--idle", str(seconds)]
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": version}, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stdout + done.stderr)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def timed_child(version: str, photos: Path, index: Path, shard_size: int) -> tuple[float, float, str]:
     """Driver CPU seconds, ingest wall seconds and summary of one driver process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -102,15 +122,19 @@ def inside(work: Path, count: int, versions: dict[str, str], shard_sizes: list[i
         os.environ["PYTHONPATH"] = path
         start_head(work, "--node-ip-address=127.0.0.1", "--num-cpus=2", "--disable-usage-stats")
         try:
+            idle = idle_rate(path)
             for shard in shard_sizes:
                 runs = {}
                 for folder in ("photos", "photos-third"):
                     index = work / f"{len(lines)}-{folder}.idx"
                     runs[folder] = timed_child(path, work / folder, index, shard)
-                (cpu, wall, summary), (cpu_third, _, _) = runs["photos"], runs["photos-third"]
+                (cpu, wall, summary), (cpu_third, wall_third, _) = runs["photos"], runs["photos-third"]
                 per_image = (cpu - cpu_third) / (count - count // 3)
+                # Ray's threads work per second whatever comes in: what they took while idle, over the extra time.
+                per_image_less_idle = per_image - idle * (wall - wall_third) / (count - count // 3)
                 lines.append(
-                    f"{name:14} shards of {shard:4}: driver cpu per image {1000 * per_image:.4f} ms, "
+                    f"{name:14} shards of {shard:4}: driver cpu per image {1000 * per_image:.4f} ms "
+                    f"({1000 * per_image_less_idle:.4f} less an idle driver's {idle:.3f} cpu s/s), "
                     f"{count / wall:,.0f} images/s (driver cpu {cpu:.2f} s, a third {cpu_third:.2f} s) | {summary}"
                 )
         finally:
@@ -130,6 +154,7 @@ def main() -> None:
     parser.add_argument("--baseline", help="the src folder of the code to compare with")
     parser.add_argument("--shard-sizes", default="32,256", help="comma-separated files per shard (--shard-size)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--idle", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--index", help=argparse.SUPPRESS)
     parser.add_argument("--shard", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--inside", help=argparse.SUPPRESS)
@@ -138,6 +163,9 @@ def main() -> None:
     shard_sizes = [int(size) for size in args.shard_sizes.split(",")]
     if args.child:
         child(Path(args.child), Path(args.index), args.shard)
+        return
+    if args.idle:
+        idle_child(args.idle)
         return
     if args.inside:
         inside(Path(args.inside), args.images, json.loads(args.versions), shard_sizes)

@@ -6,11 +6,12 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from lookalike.duplicates import ImageFacts
-from lookalike.small_files import SmallFiles
+from lookalike.small_files import FILE_CORRELATION, SmallFiles
 
 
 def star_polygon(points: int, step: int, size: int = 100) -> Image.Image:
@@ -31,8 +32,14 @@ def star_polygon(points: int, step: int, size: int = 100) -> Image.Image:
     return image
 
 
-def toned(image: Image.Image) -> Image.Image:
-    return Image.eval(image, lambda v: round(255 * (v / 255) ** 1.6))
+def shaded_star(points: int, step: int, size: int = 100) -> Image.Image:
+    """A star polygon over a grey ramp: a drawing with many grey levels, which a tone curve bends unevenly."""
+    ramp = Image.linear_gradient("L").resize((size, size)).convert("RGB")
+    return Image.blend(star_polygon(points, step, size), ramp, 0.5)
+
+
+def toned(image: Image.Image, gamma: float = 1.6) -> Image.Image:
+    return Image.eval(image, lambda v: round(255 * (v / 255) ** gamma))
 
 
 def turned(image: Image.Image) -> Image.Image:
@@ -64,7 +71,20 @@ def test_an_edited_copy_of_a_small_drawing_agrees_with_it(edit: Callable | None,
     copy = stored(edit(drawing) if edit else drawing, tmp_path / name, 2)
 
     assert SmallFiles.applies(original, copy)
-    assert SmallFiles().agree(original, copy)
+    assert SmallFiles().agree(original, copy) and SmallFiles().agree(copy, original)
+
+
+def test_a_strong_tone_curve_keeps_the_order_of_the_grey_levels_and_the_copy_agrees(tmp_path: Path) -> None:
+    drawing = shaded_star(40, 15)
+    original = stored(drawing, tmp_path / "star.png")
+    copy = stored(toned(drawing, gamma=3.0), tmp_path / "toned.png", 2)
+    sibling = stored(shaded_star(42, 15), tmp_path / "sibling.png", 3)
+    grey = [np.asarray(Image.open(item.path).convert("L"), dtype=np.float32) for item in (original, copy)]
+    # The levels of the copy are no straight function of the original's: a plain correlation falls short.
+    assert np.corrcoef(grey[0].ravel(), grey[1].ravel())[0, 1] < FILE_CORRELATION
+
+    assert SmallFiles().agree(original, copy) and SmallFiles().agree(copy, original)
+    assert not SmallFiles().agree(original, sibling)
 
 
 def test_a_sibling_drawing_of_the_series_does_not_agree(tmp_path: Path) -> None:
