@@ -139,9 +139,12 @@ def test_a_shard_file_of_bare_vectors_reads_as_before_with_its_signatures_in_the
         assert (everything_read(catalog), signatures_by_path(catalog)) == before
 
 
-def index_as_a_cluster_worker_does(folder: Path, photos: Path, shared: bool) -> list[MappedShard]:
+def index_as_a_cluster_worker_does(
+    folder: Path, photos: Path, shared: bool, seen_as: Path | None = None
+) -> list[MappedShard]:
     """Index `photos` into `folder` with each shard mapped by `map_shard`, the function a Ray task runs; the mark
-    of a shared folder left by the driver or not. Returns what each task sent."""
+    of a shared folder left by the driver or not; the workers seeing the folder at `seen_as` if given. Returns what
+    each task sent."""
     sent: list[MappedShard] = []
     with Collection.open(folder) as collection:
         embedder = collection.embedder()
@@ -151,7 +154,7 @@ def index_as_a_cluster_worker_does(folder: Path, photos: Path, shared: bool) -> 
             entries = [(entry.path, entry.size, entry.mtime_ns) for entry in todo]
             for start in range(0, len(entries), SHARD):
                 job = ShardJob(entries[start : start + SHARD], PLUMBING, "auto", "auto", embedder.input_size, None,
-                               collection=str(folder), run_mark=mark)  # fmt: skip
+                               collection=str(seen_as or folder), run_mark=mark)  # fmt: skip
                 sent.append(map_shard(job)[1])
                 yield sent[-1]
 
@@ -180,6 +183,25 @@ def test_a_worker_that_shares_the_collection_folder_writes_the_shard_files_itsel
         assert everything_read(worker) == everything_read(local)
         assert signatures_by_path(worker) == signatures_by_path(local)
     assert check_collection(folder).healthy
+
+
+def test_a_worker_that_sees_the_folder_but_cannot_write_there_sends_the_vectors(
+    media: Path, tmp_path: Path, photos: Path, local_folder: Path
+) -> None:
+    folder = media / "worker.idx"
+    Collection.create(folder, embedder=PLUMBING).close()
+    read_only = tmp_path / "read-only-view"  # the same folder, as a node that mounts it read-only sees it
+    read_only.mkdir()
+    subprocess.run(["mount", "--bind", str(media), str(read_only)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(read_only)], check=True)
+        sent = index_as_a_cluster_worker_does(folder, photos, shared=True, seen_as=read_only / "worker.idx")
+    finally:
+        subprocess.run(["umount", "-l", str(read_only)], check=False)
+    assert all(shard.file is None and len(shard.vectors) for shard in sent)  # the driver wrote every file
+    with closing(Catalog.open(folder)) as worker, closing(Catalog.open(local_folder)) as local:
+        assert everything_read(worker) == everything_read(local)
+        assert signatures_by_path(worker) == signatures_by_path(local)
 
 
 def test_readers_keep_only_so_many_files_mapped_and_read_the_same(ray_folder: Path) -> None:

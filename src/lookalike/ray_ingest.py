@@ -17,6 +17,7 @@ Ray is imported only here, only when a cluster is used.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 
 from .embedders import Embedder, load_embedder
 from .embedding_shards import shard_folder
-from .errors import EmbedderMismatchError, InvalidArgumentError
+from .errors import EmbedderMismatchError, InvalidArgumentError, StorageError
 from .files import FileEntry
 from .map_step import MappedShard, map_files
 from .ray_cluster import ClusterSession, import_ray, results_as_finished
@@ -73,7 +74,9 @@ def map_shard(job: ShardJob) -> tuple[str, MappedShard]:
         embedder = _WORKER_EMBEDDERS[key] = load_embedder(job.embedder_name, job.device, job.engine)
     mapped = map_files(job.entries, embedder, job.input_size, job.max_megapixels, job.batch_size, job.decode_threads)
     if len(mapped.vectors) and shares_collection(job):
-        mapped = mapped.written_where_shared(Path(job.collection))  # type: ignore[arg-type]
+        # A node that cannot write there (full, mounted read-only) sends the vectors: the driver writes the file.
+        with contextlib.suppress(StorageError):
+            mapped = mapped.written_where_shared(Path(job.collection))  # type: ignore[arg-type]
     return embedder.identity, mapped
 
 
