@@ -43,6 +43,9 @@ def measure(shard_size: int, tasks: int) -> None:
     result = rows_only_shard(shard_size)
     files = [(f"/photos/photo-{number:07d}.jpg", 1000, 1) for number in range(shard_size)]
     job = ShardJob(files, "made-up", "cpu", "auto", 224, None, collection="/collection", run_mark="mark")
+    # A local instance would otherwise make ~/.ray/auth_token, which turns token authentication on for every
+    # cluster later started on this machine.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         rows = ray.put(result)  # the tasks hand back this object: the driver's cost is taking it in
