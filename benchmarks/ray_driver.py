@@ -66,8 +66,10 @@ def child(photos: Path, index: Path, shard_size: int) -> None:
                 if getattr(self, "collection", None) is not None:  # as RayMapper: the mark for workers that share it
                     from lookalike.ray_ingest import mark_shared
 
-                    self.run_mark = mark_shared(self.collection)
-                for result in results_as_finished(ray, (task.remote(job) for job in self._shards(todo))):
+                    jobs = self._shards(todo, run_mark=mark_shared(self.collection))
+                else:
+                    jobs = self._shards(todo)
+                for result in results_as_finished(ray, (task.remote(job) for job in jobs)):
                     yield self._checked(result)
 
     try:  # where workers see the collection (one machine here), versions that can have them write its shard files

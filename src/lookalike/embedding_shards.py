@@ -81,16 +81,22 @@ def shard_folder(collection: Path) -> Path:
     return collection / SHARD_FOLDER
 
 
+def made_shard_folder(collection: Path) -> Path:
+    """The collection's shard folder, made (durably) if it is not there yet."""
+    folder = shard_folder(collection)
+    if not folder.is_dir():
+        folder.mkdir(exist_ok=True)
+        fsync_folder(collection)  # the new folder's entry must survive a crash as the files in it will
+    return folder
+
+
 def write_shard(collection: Path, vectors: np.ndarray, signatures: list[StoredSignature | None] | None = None) -> str:
     """Write `vectors` (rows of float32) durably to a new shard file of the collection; return the file's name.
     With `signatures` (one per row, None for an image without one) each row is a record that holds them too.
 
     The name is unique (time, process, random): a crashed writer's file never collides with a later one.
     """
-    folder = shard_folder(collection)
-    if not folder.is_dir():
-        folder.mkdir(exist_ok=True)
-        fsync_folder(collection)  # the new folder's entry must survive a crash as the file in it will
+    folder = made_shard_folder(collection)
     name = f"{time.time_ns():x}-{os.getpid()}-{secrets.token_hex(4)}{SHARD_SUFFIX}"
     array = np.ascontiguousarray(vectors, dtype=np.float32) if signatures is None else signed_rows(vectors, signatures)
 

@@ -25,11 +25,10 @@ import numpy as np
 
 from .catalog import Catalog, NewImage
 from .catalog_duplicates import StoredSignature
-from .catalog_embeddings import row_checksum
 from .decode_pool import DEFAULT_DECODE, DecodedFile, check_mode, decode_files
 from .decode_pool import header_facts as header_facts  # re-exported: part of the map step's public pieces
 from .embedders import Embedder
-from .embedding_shards import remove_file, shard_folder, write_shard
+from .embedding_shards import remove_file, shard_folder
 from .errors import ImageDecodeError, StorageError
 from .files import FileEntry, scan_images
 from .images import DecodedImage, default_max_megapixels
@@ -283,8 +282,7 @@ class Ingester:
         collection, or one written here now. None if the shard has no vector."""
         collection = self.catalog.path.parent
         if shard.file is None:
-            signed = [row.stored_signature() for row in shard.rows if row.error is None]  # one per row of the file
-            return write_shard(collection, shard.vectors, signed) if len(shard.vectors) else None
+            return shard.write_file(collection) if len(shard.vectors) else None
         if not (shard_folder(collection) / shard.file).is_file():
             raise StorageError(
                 f"a worker wrote the shard file {shard.file} into {shard_folder(collection)}, but it is not there "
@@ -294,9 +292,7 @@ class Ingester:
 
     def _located(self, fresh: list[tuple[int, MappedRow]], shard: MappedShard, file: str) -> list[NewImage]:
         """The new images of a shard, each pointing at its row of the shard file just registered."""
-        checksums = shard.checksums
-        shard_id = self.catalog.register_shard(file, len(shard.vectors) if checksums is None else len(checksums),
-                                               shard.dim)  # fmt: skip
+        shard_id = self.catalog.register_shard(file, shard.rows_in_file, shard.dim)
         return [
             NewImage(
                 row.path,
@@ -307,7 +303,7 @@ class Ingester:
                 row.height,
                 None,  # the shard file holds the vector and the signature
                 None,
-                (shard_id, number, row_checksum(shard.vectors[number]) if checksums is None else checksums[number]),
+                (shard_id, number, shard.checksum(number)),
             )
             for number, row in fresh
         ]

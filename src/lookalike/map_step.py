@@ -77,14 +77,25 @@ class MappedShard:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
+    @property
+    def rows_in_file(self) -> int:
+        """The rows of the shard file: one per file without an error."""
+        return len(self.vectors) if self.checksums is None else len(self.checksums)
+
+    def checksum(self, number: int) -> int:
+        """The CRC-32 of row `number` of the shard file."""
+        return row_checksum(self.vectors[number]) if self.checksums is None else self.checksums[number]
+
+    def write_file(self, collection: Path) -> str:
+        """Write the embeddings and signatures as one new shard file of the collection in `collection`; its name."""
+        return write_shard(collection, self.vectors, [row.stored_signature() for row in self.rows if row.error is None])
+
     def written_where_shared(self, collection: Path) -> MappedShard:
-        """Write the embeddings and signatures as one shard file of the collection in `collection` (a folder
-        this worker shares with the driver) and return what is left to send: the rows without their signatures,
-        the file's name and each vector's checksum. The driver then takes in and writes no per-image bytes but
-        the catalog's rows."""
-        signed = [row.stored_signature() for row in self.rows if row.error is None]
-        name = write_shard(collection, self.vectors, signed)
-        checksums = [row_checksum(vector) for vector in self.vectors]
+        """Write the shard file into `collection` (a folder this worker shares with the driver) and return what is
+        left to send: the rows without their signatures, the file's name and each vector's checksum. The driver
+        then takes in and writes no per-image bytes but the catalog's rows."""
+        name = self.write_file(collection)
+        checksums = [self.checksum(number) for number in range(len(self.vectors))]
         rows = [row._replace(signature=None) for row in self.rows]
         return MappedShard(rows, self.vectors[:0].copy(), name, checksums)
 

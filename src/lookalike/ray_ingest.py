@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from .embedders import Embedder, load_embedder
-from .embedding_shards import shard_folder
+from .embedding_shards import made_shard_folder, shard_folder
 from .errors import EmbedderMismatchError, InvalidArgumentError, StorageError
 from .files import FileEntry
 from .map_step import MappedShard, map_files
 from .ray_cluster import ClusterSession, import_ray, results_as_finished
-from .storage import fsync_folder
 
 SHARD_SIZE = 256  # files per task: the driver's cost per image falls with shard size (docs/benchmarks.md) ...
 # ... so tasks on GPUs, where one driver must keep up with many fast workers, take more: 0.040 ms of the driver's CPU
@@ -90,10 +89,7 @@ def mark_shared(collection: Path) -> str:
     shares the folder with the driver, so it writes each shard's file there itself and sends back only the rows:
     the driver then never takes in, checks or writes the vectors and signatures (5 and 1.2 KiB an image). A
     worker that does not see it sends them, as before. Marks left by a driver that was killed are removed."""
-    folder = shard_folder(collection)
-    if not folder.is_dir():
-        folder.mkdir(exist_ok=True)
-        fsync_folder(collection)
+    folder = made_shard_folder(collection)
     for stale in folder.glob(f"{RUN_MARK_PREFIX}*"):
         stale.unlink(missing_ok=True)
     mark = f"{RUN_MARK_PREFIX}{secrets.token_hex(8)}"
@@ -149,19 +145,18 @@ class RayMapper:
         self.shard_size = shard_size
         self.batch_size = batch_size
         self.collection = collection
-        self.run_mark = ""
 
-    def _shards(self, todo: Iterator[FileEntry], decode_threads: int = 0) -> Iterator[ShardJob]:
+    def _shards(self, todo: Iterator[FileEntry], decode_threads: int = 0, run_mark: str = "") -> Iterator[ShardJob]:
         shard: list[FileEntry] = []
         for entry in todo:
             shard.append(entry)
             if len(shard) >= self.shard_size:
-                yield self._job(shard, decode_threads)
+                yield self._job(shard, decode_threads, run_mark)
                 shard = []
         if shard:
-            yield self._job(shard, decode_threads)
+            yield self._job(shard, decode_threads, run_mark)
 
-    def _job(self, entries: list[FileEntry], decode_threads: int = 0) -> ShardJob:
+    def _job(self, entries: list[FileEntry], decode_threads: int = 0, run_mark: str = "") -> ShardJob:
         files = [(entry.path, entry.size, entry.mtime_ns) for entry in entries]
         return ShardJob(
             files,
@@ -173,7 +168,7 @@ class RayMapper:
             self.batch_size,
             decode_threads,
             None if self.collection is None else str(self.collection),
-            self.run_mark,
+            run_mark,
         )
 
     def __call__(self, todo: Iterator[FileEntry], total: int) -> Iterator[MappedShard]:
@@ -186,14 +181,14 @@ class RayMapper:
             # computes on it too) decodes between the model's runs, as before.
             threads = int(resources["num_cpus"]) if self.device == "cuda" else 0
             task = ray.remote(max_retries=3, **resources)(map_shard)
-            self.run_mark = "" if self.collection is None else mark_shared(self.collection)
+            mark = "" if self.collection is None else mark_shared(self.collection)
             try:
-                for result in results_as_finished(ray, (task.remote(job) for job in self._shards(todo, threads))):
+                jobs = self._shards(todo, threads, mark)
+                for result in results_as_finished(ray, (task.remote(job) for job in jobs)):
                     yield self._checked(result)
             finally:
-                if self.collection is not None and self.run_mark:
-                    (shard_folder(self.collection) / self.run_mark).unlink(missing_ok=True)
-                self.run_mark = ""
+                if self.collection is not None:
+                    (shard_folder(self.collection) / mark).unlink(missing_ok=True)
 
     def _resources(self, ray: Any) -> dict[str, float]:
         """What each shard's task holds: a CPU; with device cuda a share of a GPU (several tasks per GPU) and
